@@ -1,0 +1,97 @@
+"""Losses: focal loss for the classes, a box loss for the deltas, normalised by the foreground count.
+
+Taught in notebooks/03_focal_loss.ipynb. Paper Sec. 3: with p_t the probability of the true label,
+    CE(p_t) = -log(p_t)            FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t)
+The factor (1 - p_t)^gamma shrinks the loss of the ~100k easy background anchors of an image, so the
+few hundred foreground anchors are not drowned out. alpha = 0.5, gamma = 0 gives CE / 2.
+
+Box losses on the foreground deltas (p(b | x) in the original design):
+    smooth_l1  Huber-like; beta = 0 is L1                    (Detectron's choice, beta = 0.1)
+    l1         torchvision's choice
+    giou       1 - GIoU of the decoded boxes                 (Rezatofighi et al. 2019)
+    nll        -log Normal(t; delta, 1): a unit-variance Gaussian, i.e. 0.5 * squared error + const
+
+The batch loss takes every image at once and divides by the number of foreground anchors in the batch
+(at least 1), as in Sec. 3.3 ("normalized by the number of anchors assigned to a ground-truth box").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from retina.boxes import box_giou, decode_boxes
+from retina.config import RetinaConfig
+
+
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Elementwise focal loss of independent sigmoids: `logits` and `targets` (0/1) of any equal shape.
+
+    `alpha < 0` turns the alpha-balancing off.
+    """
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log(p_t), stable
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+        loss = alpha_t * loss
+    return loss
+
+
+def gaussian_nll_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Elementwise -log N(target; pred, 1) = 0.5 (target - pred)^2 + 0.5 log(2 pi)."""
+    return 0.5 * (target - pred) ** 2 + 0.5 * math.log(2 * math.pi)
+
+
+def box_loss(
+    pred_deltas: Tensor, target_deltas: Tensor, anchors: Tensor, config: RetinaConfig
+) -> Tensor:
+    """Summed box loss over matched pairs: `pred_deltas[F, 4]`, `target_deltas[F, 4]`, `anchors[F, 4]`."""
+    kind = config.box_loss
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred_deltas, target_deltas, beta=config.smooth_l1_beta, reduction="sum")
+    if kind == "l1":
+        return F.l1_loss(pred_deltas, target_deltas, reduction="sum")
+    if kind == "nll":
+        return gaussian_nll_loss(pred_deltas, target_deltas).sum()
+    if kind == "giou":
+        pred = decode_boxes(pred_deltas, anchors, config.box_weights, config.box_clip)
+        target = decode_boxes(target_deltas, anchors, config.box_weights, config.box_clip)
+        return (1 - box_giou(pred, target)).sum()
+    raise ValueError(f"unknown box loss {kind!r}; expected smooth_l1, l1, giou or nll")
+
+
+def retina_loss(
+    cls_logits: Tensor,
+    box_deltas: Tensor,
+    cls_targets: Tensor,
+    box_targets: Tensor,
+    anchors: Tensor,
+    config: RetinaConfig,
+) -> dict[str, Tensor]:
+    """The RetinaNet loss of a whole batch, without a loop over images.
+
+    Args:
+        cls_logits: `[B, N, C]`; box_deltas: `[B, N, 4]` (the model's outputs).
+        cls_targets: `[B, N]` int64 (class, -1 background, -2 ignore); box_targets: `[B, N, 4]`.
+        anchors: `[N, 4]`, used by the GIoU loss to decode deltas into boxes.
+    Returns:
+        {"classification": scalar, "bbox_regression": scalar}, both divided by the foreground count.
+    """
+    num_classes = cls_logits.shape[-1]
+    foreground = cls_targets >= 0  # [B, N]
+    counted = cls_targets >= -1  # [B, N]: foreground and background; ignored anchors drop out
+    num_foreground = foreground.sum().clamp(min=1).to(cls_logits.dtype)
+
+    # The one-hot target of the counted anchors only: background rows are all zeros.
+    one_hot = F.one_hot(cls_targets[counted].clamp(min=0), num_classes).to(cls_logits.dtype)  # [M, C]
+    one_hot *= foreground[counted][:, None]
+    cls_loss = sigmoid_focal_loss(cls_logits[counted], one_hot, config.focal_alpha, config.focal_gamma)
+
+    fg_anchors = anchors[None].expand(cls_targets.shape[0], -1, -1)[foreground]  # [F, 4]
+    reg_loss = box_loss(box_deltas[foreground], box_targets[foreground], fg_anchors, config)
+    return {"classification": cls_loss.sum() / num_foreground, "bbox_regression": reg_loss / num_foreground}

@@ -1,0 +1,96 @@
+"""From raw outputs to detections: decode, threshold, non-maximum suppression (paper Sec. 4, "Inference").
+
+Taught in notebooks/06_nms.ipynb. Two versions of the same idea:
+    nms, batched_nms        greedy NMS written to be read: keep the best box, drop every box that
+                            overlaps it by IoU > threshold, repeat. Keeps exactly what
+                            `torchvision.ops.nms` / `batched_nms` keep.
+    postprocess_detections  the fast path the model uses, for the whole batch at once: per level keep
+                            the top 1000 scores above 0.05, decode their boxes, clip them to the image,
+                            run class-wise NMS (0.5) and keep the best 300 per image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import Tensor
+
+from retina.boxes import box_iou, clip_boxes, decode_boxes
+from retina.config import RetinaConfig
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS, one box at a time. `boxes[K, 4]` xyxy, `scores[K]` -> kept indices, best first."""
+    return batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), iou_threshold)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS within each group (class, or image and class): a box only suppresses its own group.
+
+    Ties in score are broken by the lower index first, as torchvision's stable sort does.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    iou = box_iou(boxes, boxes)  # [K, K]
+    same_group = groups[:, None] == groups[None, :]
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    keep = []
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= (iou[i] > iou_threshold) & same_group[i]
+    return torch.tensor(keep, dtype=torch.long, device=boxes.device)
+
+
+def postprocess_detections(
+    cls_logits: Tensor,
+    box_deltas: Tensor,
+    anchors: Tensor,
+    image_sizes: Tensor,
+    config: RetinaConfig,
+    anchors_per_level: list[int] | None = None,
+) -> list[dict[str, Tensor]]:
+    """Detections of a batch, without a loop over images.
+
+    Args:
+        cls_logits: `[B, N, C]`; box_deltas: `[B, N, 4]`; anchors: `[N, 4]`.
+        image_sizes: `[B, 2]` (height, width) that boxes are clipped to.
+        anchors_per_level: N_k for each level (`retina.anchors.anchors_per_level_counts`); the top-k is
+            taken per level, so that the many small anchors of P3 cannot crowd out the large ones.
+            None treats all anchors as one level.
+    Returns:
+        one `{"boxes" [K, 4], "scores" [K], "labels" [K]}` per image, best first, K <= detections_per_img.
+    """
+    batch, num_anchors, num_classes = cls_logits.shape
+    counts = anchors_per_level or [num_anchors]
+    scores, boxes, labels = [], [], []
+    for logits, deltas, level_anchors in zip(
+        cls_logits.split(counts, dim=1), box_deltas.split(counts, dim=1), anchors.split(counts), strict=True
+    ):
+        level_scores = torch.sigmoid(logits.flatten(1))  # [B, N_k * C]
+        k = min(config.topk_candidates, level_scores.shape[1])
+        top_scores, top = level_scores.topk(k, dim=1)  # [B, k]
+        anchor_index = top // num_classes
+        top_deltas = deltas.gather(1, anchor_index[..., None].expand(-1, -1, 4))  # [B, k, 4]
+        boxes.append(decode_boxes(top_deltas, level_anchors[anchor_index], config.box_weights, config.box_clip))
+        scores.append(top_scores)
+        labels.append(top % num_classes)
+    scores, boxes, labels = torch.cat(scores, 1), torch.cat(boxes, 1), torch.cat(labels, 1)  # [B, K(, 4)]
+
+    boxes = clip_boxes(boxes, image_sizes[:, None, :])  # each image's own (height, width)
+
+    # One NMS call for the whole batch: a box competes only with boxes of its own image and class.
+    image_index = torch.arange(batch, device=scores.device)[:, None].expand_as(scores)
+    above = scores > config.score_thresh
+    scores, boxes, labels, image_index = scores[above], boxes[above], labels[above], image_index[above]
+    keep = torchvision.ops.batched_nms(boxes, scores, image_index * num_classes + labels, config.nms_thresh)
+
+    # keep is sorted by score; a stable sort by image keeps that order within each image.
+    keep = keep[torch.sort(image_index[keep], stable=True).indices]
+    per_image = torch.bincount(image_index[keep], minlength=batch)
+    rank = torch.arange(len(keep), device=keep.device) - (per_image.cumsum(0) - per_image)[image_index[keep]]
+    keep = keep[rank < config.detections_per_img]
+    sections = per_image.clamp(max=config.detections_per_img).tolist()
+    boxes, scores, labels = boxes[keep].split(sections), scores[keep].split(sections), labels[keep].split(sections)
+    return [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels, strict=True)]
+
