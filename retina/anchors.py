@@ -47,23 +47,31 @@ def grid_sizes(image_size: tuple[int, int], strides: tuple[int, ...]) -> list[tu
     return [(math.ceil(height / s), math.ceil(width / s)) for s in strides]
 
 
-def shift_anchors(shapes: Tensor, grid_size: tuple[int, int], stride: int | float, offset: float = 0.0) -> Tensor:
-    """Place `shapes[A, 4]` at every location of a `grid_size` grid: -> `[H, W, A, 4]`."""
+def shift_anchors(
+    shapes: Tensor, grid_size: tuple[int, int], stride: float | tuple[float, float], offset: float = 0.0
+) -> Tensor:
+    """Place `shapes[A, 4]` at every location of a `grid_size` grid: -> `[H, W, A, 4]`.
+
+    `stride` is one number or a `(stride_y, stride_x)` pair."""
     height, width = grid_size
-    ys = (torch.arange(height, dtype=torch.float32) + offset) * stride  # [H]
-    xs = (torch.arange(width, dtype=torch.float32) + offset) * stride  # [W]
+    stride_y, stride_x = stride if isinstance(stride, (tuple, list)) else (stride, stride)
+    ys = (torch.arange(height, dtype=torch.float32) + offset) * stride_y  # [H]
+    xs = (torch.arange(width, dtype=torch.float32) + offset) * stride_x  # [W]
     y, x = torch.meshgrid(ys, xs, indexing="ij")  # [H, W] each
     centres = torch.stack((x, y, x, y), dim=-1)  # [H, W, 4]
     return centres[:, :, None, :] + shapes[None, None, :, :]
 
 
 def anchors_per_level(
-    config: RetinaConfig, sizes: list[tuple[int, int]], strides: tuple[float, ...] | None = None
+    config: RetinaConfig,
+    sizes: list[tuple[int, int]],
+    strides: tuple[float | tuple[float, float], ...] | None = None,
 ) -> list[Tensor]:
     """The anchors of every level for feature grids of `sizes`: a list of `[H_k, W_k, A, 4]`.
 
     `strides` defaults to `config.strides`; pass others to mimic a generator that derives them from
-    the image size (as torchvision does for sizes that are not multiples of 128).
+    the image size (as torchvision does for sizes that are not multiples of 128: there a level's
+    stride is a `(stride_y, stride_x)` pair, `(height // H_k, width // W_k)`).
     """
     strides = config.strides if strides is None else strides
     if not len(config.anchor_sizes) == len(strides) == len(sizes):

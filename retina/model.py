@@ -22,7 +22,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from retina.anchors import generate_anchors
+from retina.anchors import anchors_per_level_counts, generate_anchors
 from retina.config import RetinaConfig
 from retina.losses import retina_loss
 from retina.postprocess import postprocess_detections
@@ -106,7 +106,9 @@ class Head(nn.Module):
         for _ in range(num_convs):
             layers.append(nn.Conv2d(channels, channels, 3, padding=1))
             if norm == "gn":
-                layers.append(nn.GroupNorm(math.gcd(32, channels), channels))
+                # 32 groups at 256 channels (Wu & He 2018); at least 8 channels a group for narrow heads,
+                # so a 1x1 P7 map still has several values to normalise over
+                layers.append(nn.GroupNorm(math.gcd(32, max(1, channels // 8)), channels))
             layers.append(nn.ReLU(inplace=True))
         self.tower = nn.Sequential(*layers)
         self.predict = nn.Conv2d(channels, num_anchors * outputs_per_anchor, 3, padding=1)
@@ -193,8 +195,14 @@ class RetinaNet(nn.Module):
         resized = [self._resize(img) if resize else img for img in images]
         batch, sizes = pad_images(resized, self.config.size_divisible)
         cls_logits, box_deltas = self(batch)
+        padded_size = tuple(batch.shape[-2:])
         detections = postprocess_detections(
-            cls_logits, box_deltas, self.anchors(tuple(batch.shape[-2:])), sizes.to(device), self.config
+            cls_logits,
+            box_deltas,
+            self.anchors(padded_size),
+            sizes.to(device),
+            self.config,
+            anchors_per_level_counts(self.config, padded_size),
         )
         for det, img, small in zip(detections, images, resized, strict=True):
             # undo the resize per axis (rounding makes the two factors differ slightly)
@@ -211,3 +219,51 @@ class RetinaNet(nn.Module):
         if size == (height, width):
             return image
         return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=scale < 1)[0]
+
+
+def torchvision_key_map(config: RetinaConfig) -> dict[str, str]:
+    """Our parameter names -> those of torchvision's `retinanet_resnet50_fpn` (v1) for the same layer.
+
+    v1's layout is ours with `p6_from="p5"` and no head norm; its COCO weights have 91 classes.
+    """
+    renames = {
+        "backbone.stem.0.": "backbone.body.conv1.",
+        "backbone.stem.1.": "backbone.body.bn1.",
+        **{f"backbone.layer{i}.": f"backbone.body.layer{i}." for i in range(1, 5)},
+        **{f"fpn.lateral.{i}.": f"backbone.fpn.inner_blocks.{i}.0." for i in range(3)},
+        **{f"fpn.output.{i}.": f"backbone.fpn.layer_blocks.{i}.0." for i in range(3)},
+        "fpn.p6.": "backbone.fpn.extra_blocks.p6.",
+        "fpn.p7.": "backbone.fpn.extra_blocks.p7.",
+        "cls_head.predict.": "head.classification_head.cls_logits.",
+        "box_head.predict.": "head.regression_head.bbox_reg.",
+    }
+    for k in range(config.head_convs):  # our tower is [conv, relu] * k; theirs is [Conv2dNormActivation] * k
+        renames[f"cls_head.tower.{2 * k}."] = f"head.classification_head.conv.{k}.0."
+        renames[f"box_head.tower.{2 * k}."] = f"head.regression_head.conv.{k}.0."
+    return renames
+
+
+def load_torchvision_weights(model: RetinaNet, state_dict: dict[str, Tensor]) -> RetinaNet:
+    """Copy the weights of a torchvision `retinanet_resnet50_fpn` state dict into `model`, in place.
+
+    Every one of our tensors must find a tensor of the same shape; a missing key or a shape mismatch is
+    an error that lists all of them (e.g. another class count: build the model with num_classes=91).
+    """
+    if model.config.head_norm is not None or model.config.p6_from != "p5":
+        raise ValueError("torchvision's RetinaNet v1 has no head norm and P6 from P5: use head_norm=None, p6_from='p5'")
+    renames = torchvision_key_map(model.config)
+    ours = model.state_dict()
+    loaded, problems = {}, []
+    for name, tensor in ours.items():
+        prefix = next((p for p in renames if name.startswith(p)), None)
+        source = renames[prefix] + name[len(prefix) :] if prefix else name
+        if source not in state_dict:
+            problems.append(f"{name}: no {source} in the torchvision state dict")
+        elif state_dict[source].shape != tensor.shape:
+            problems.append(f"{name}: ours {list(tensor.shape)}, torchvision's {list(state_dict[source].shape)}")
+        else:
+            loaded[name] = state_dict[source]
+    if problems:
+        raise ValueError("cannot load torchvision weights:\n  " + "\n  ".join(problems))
+    model.load_state_dict(loaded)
+    return model

@@ -48,7 +48,7 @@ def postprocess_detections(
     anchors: Tensor,
     image_sizes: Tensor,
     config: RetinaConfig,
-    anchors_per_level: list[int] | None = None,
+    anchors_per_level: list[int],
 ) -> list[dict[str, Tensor]]:
     """Detections of a batch, without a loop over images.
 
@@ -57,15 +57,16 @@ def postprocess_detections(
         image_sizes: `[B, 2]` (height, width) that boxes are clipped to.
         anchors_per_level: N_k for each level (`retina.anchors.anchors_per_level_counts`); the top-k is
             taken per level, so that the many small anchors of P3 cannot crowd out the large ones.
-            None treats all anchors as one level.
     Returns:
         one `{"boxes" [K, 4], "scores" [K], "labels" [K]}` per image, best first, K <= detections_per_img.
     """
-    batch, num_anchors, num_classes = cls_logits.shape
-    counts = anchors_per_level or [num_anchors]
+    batch, _, num_classes = cls_logits.shape
     scores, boxes, labels = [], [], []
     for logits, deltas, level_anchors in zip(
-        cls_logits.split(counts, dim=1), box_deltas.split(counts, dim=1), anchors.split(counts), strict=True
+        cls_logits.split(anchors_per_level, dim=1),
+        box_deltas.split(anchors_per_level, dim=1),
+        anchors.split(anchors_per_level),
+        strict=True,
     ):
         level_scores = torch.sigmoid(logits.flatten(1))  # [B, N_k * C]
         k = min(config.topk_candidates, level_scores.shape[1])
