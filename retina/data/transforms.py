@@ -1,0 +1,93 @@
+"""Detection transforms: ``(image, target) -> (image, target)`` callables built on ``torchvision.transforms.v2``.
+
+Boxes are wrapped as ``tv_tensors.BoundingBoxes`` for the duration of the transform, so torchvision moves them
+with every geometric change (flip, resize): there is no hand-written box arithmetic here. Inputs and outputs
+follow the sample contract of :mod:`retina.data.common`: plain tensors, boxes float32 xyxy in pixels of the
+transformed image, and ``labels``/``ignore`` kept aligned with the boxes. Boxes that a transform shrinks below
+one pixel are dropped by ``SanitizeBoundingBoxes`` together with their ``labels`` and ``ignore`` entries;
+``image_id`` and any other target keys pass through untouched.
+
+Presets (defaults follow the RetinaNet paper's COCO setting: shorter side 800, longer side at most 1333, with the
+multi-scale 640-800 training of its longer schedules):
+
+- :func:`train_transforms`: random shorter-side size from ``min_size``, horizontal flip, optional colour jitter;
+  for the 256 px shapes set, e.g. ``train_transforms(min_size=(224, 256, 288), max_size=None)``;
+- :func:`eval_transforms`: deterministic resize only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+__all__ = ["DetectionTransform", "eval_transforms", "train_transforms"]
+
+
+class DetectionTransform:
+    """Adapts a ``torchvision.transforms.v2`` transform to our ``(image, target)`` sample contract."""
+
+    def __init__(self, transform: v2.Transform):
+        self.transform = transform
+
+    def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+        sample = {
+            "image": tv_tensors.Image(image),
+            "boxes": tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:])),
+            "labels": target["labels"],
+            "ignore": target["ignore"],
+        }
+        out = self.transform(sample)
+        target = {
+            **target,
+            "boxes": out["boxes"].as_subclass(torch.Tensor).to(torch.float32),
+            "labels": out["labels"],
+            "ignore": out["ignore"],
+        }
+        return out["image"].as_subclass(torch.Tensor), target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transform})"
+
+
+def _sanitize() -> v2.Transform:
+    # Drop labels and ignore flags together with their boxes: the two must stay aligned.
+    return v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=lambda sample: (sample["labels"], sample["ignore"]))
+
+
+def _resize(min_size: int, max_size: int | None) -> v2.Transform:
+    """Shorter side to ``min_size``, unless the longer side would then exceed ``max_size``: then longer side to
+    ``max_size``."""
+    if max_size is not None and max_size <= min_size:
+        # v2.Resize wants max_size above the shorter side; at or below it the cap binds for every image anyway.
+        return v2.Resize(size=None, max_size=max_size)
+    return v2.Resize(size=min_size, max_size=max_size)
+
+
+def train_transforms(
+    min_size: int | Sequence[int] = (640, 672, 704, 736, 768, 800),
+    max_size: int | None = 1333,
+    flip_p: float = 0.5,
+    photometric: bool = False,
+) -> DetectionTransform:
+    """Training augmentation: resize the shorter side to a size drawn from ``min_size`` (the longer side capped
+    at ``max_size``), flip horizontally with probability ``flip_p``, and, if ``photometric``, jitter brightness,
+    contrast, saturation and hue."""
+    sizes = [min_size] if isinstance(min_size, int) else list(min_size)
+    # A random choice among exact resizes rather than v2.RandomShortestSize, whose float rounding sometimes
+    # yields 799 for 800: with a single size, training and evaluation then see identical image sizes.
+    steps = [v2.RandomChoice([_resize(size, max_size) for size in sizes])]
+    if flip_p > 0:
+        steps.append(v2.RandomHorizontalFlip(p=flip_p))
+    if photometric:
+        steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))
+    steps.append(_sanitize())
+    return DetectionTransform(v2.Compose(steps))
+
+
+def eval_transforms(min_size: int = 800, max_size: int | None = 1333) -> DetectionTransform:
+    """Evaluation preprocessing: resize the shorter side to exactly ``min_size`` unless that would make the longer
+    side exceed ``max_size``, in which case the longer side becomes ``max_size`` (``None``: no cap)."""
+    return DetectionTransform(v2.Compose([_resize(min_size, max_size), _sanitize()]))
