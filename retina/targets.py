@@ -106,9 +106,9 @@ def encode_targets(
 
 
 def as_image_tensor(image: Tensor, where: str = "image") -> Tensor:
-    """Check one image and return it as float `[3, H, W]` in [0, 1].
+    """Check one image and return it as float32 `[3, H, W]` in [0, 1].
 
-    uint8 images are converted (divided by 255); anything else that is not `[3, H, W]` is an error.
+    uint8 images are divided by 255, other floats cast to float32; anything not `[3, H, W]` is an error.
     """
     if not isinstance(image, Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor [3, H, W], got {type(image).__name__}")
@@ -118,7 +118,7 @@ def as_image_tensor(image: Tensor, where: str = "image") -> Tensor:
         return image.float() / 255
     if not image.is_floating_point():
         raise TypeError(f"{where}: expected float values in [0, 1] or uint8, got {image.dtype}")
-    return image
+    return image.float()  # one dtype for the batch, whatever the first image was
 
 
 def pad_images(images: list[Tensor], size_divisible: int) -> tuple[Tensor, Tensor]:
