@@ -53,20 +53,24 @@ def test_fpn_equals_torchvision_fpn_with_copied_weights(p6_from):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["random-stats", "identity-stats"])
-def torchvision_pair(request):
+def torchvision_and_ours(random_stats: bool):
     """torchvision's RetinaNet v1 with random weights (and random BatchNorm statistics, or the identity
-    ones of a fresh model), and ours with the same weights."""
+    statistics of a fresh model), and ours with the same weights."""
     g = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
     theirs = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=5).eval()
-    if request.param:
+    if random_stats:
         randomise_norm_stats(theirs, g)
     with torch.no_grad():  # spread the class scores so that post-processing has work to do
         theirs.head.classification_head.cls_logits.bias.normal_(-2.0, 1.0, generator=g)
     ours = RetinaNet(num_classes=5, p6_from="p5", trainable_stages=5).eval()
     load_torchvision_weights(ours, theirs.state_dict())
     return theirs, ours
+
+
+@pytest.fixture(scope="module")
+def torchvision_pair():
+    return torchvision_and_ours(random_stats=True)
 
 
 def test_weight_import_uses_every_torchvision_tensor(torchvision_pair):
@@ -87,10 +91,9 @@ def test_forward_equals_torchvision_backbone_and_head(torchvision_pair):
     torch.testing.assert_close(box_deltas, head["bbox_regression"], rtol=1e-4, atol=1e-4)
 
 
-def test_detect_equals_torchvision_end_to_end(torchvision_pair):
-    theirs, ours = torchvision_pair
-    if theirs.backbone.body.bn1.running_var.std() > 0:
-        pytest.skip("random statistics blow activations up until float rounding reorders near-tied scores")
+def test_detect_equals_torchvision_end_to_end():
+    # Identity statistics: random ones blow activations up until float rounding reorders near-tied scores.
+    theirs, ours = torchvision_and_ours(random_stats=False)
     # sizes that need no resize and pad the same way (multiples of 128), so both see identical tensors
     images = [torch.rand(3, 256, 384), torch.rand(3, 256, 384)]
     theirs.transform.min_size, theirs.transform.max_size = (256,), 384
@@ -124,13 +127,14 @@ def test_forward_shapes_match_the_anchors_for_any_size(size):
 
 
 def test_prior_initialisation_gives_pi_everywhere():
+    torch.manual_seed(0)
     model = RetinaNet(num_classes=4, prior=0.01, **TINY).eval()
     with torch.no_grad():
-        cls_logits, box_deltas = model(torch.rand(1, 3, 128, 128))
+        cls_logits, _ = model(torch.rand(1, 3, 128, 128))
     probs = torch.sigmoid(cls_logits)
     # the head's last conv has std 0.01 weights, so every probability stays close to pi
-    assert abs(probs.mean().item() - 0.01) < 2e-3
-    assert box_deltas.abs().mean() < 0.1
+    assert abs(probs.mean().item() - 0.01) < 1e-3
+    assert 0.005 < probs.min() and probs.max() < 0.02
 
 
 def test_detect_handles_uint8_small_and_rejects_bad_channels():
