@@ -38,7 +38,9 @@ def test_focal_loss_equals_torchvision(gen, alpha, gamma):
     expected = torchvision.ops.sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="none")
     out = sigmoid_focal_loss(logits, targets, alpha, gamma)
     assert out.shape == logits.shape and torch.isfinite(out).all()
-    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)
+    # atol 1e-6: for confident logits torchvision's cross-entropy computes log(1 + tiny) in float32, which
+    # rounds at ~1e-7; ours uses softplus (log1p)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_focal_loss_known_values():
@@ -55,10 +57,10 @@ def test_focal_loss_known_values():
 def test_focal_loss_half_alpha_zero_gamma_is_half_cross_entropy(gen):
     logits, targets = _logits_and_targets(gen)
     expected = 0.5 * F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    torch.testing.assert_close(sigmoid_focal_loss(logits, targets, 0.5, 0.0), expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(sigmoid_focal_loss(logits, targets, 0.5, 0.0), expected, rtol=1e-5, atol=1e-6)
     # and alpha = -1, gamma = 0 is the cross-entropy itself
     expected = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    torch.testing.assert_close(sigmoid_focal_loss(logits, targets, -1, 0.0), expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(sigmoid_focal_loss(logits, targets, -1, 0.0), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_gaussian_nll_equals_torch(gen):
