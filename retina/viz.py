@@ -1,0 +1,203 @@
+"""Pictures: boxes and detections drawn on images, the training loss curve, precision-recall curves; `detect`.
+
+Plots are built on `matplotlib.figure.Figure` (not pyplot), so they work without a display and leave a notebook's
+pyplot state alone; every function returns its Figure and, given a path, also writes a PNG.
+
+    python -m retina detect --checkpoint runs/cpu/last.pt IMAGE_OR_DIR ... --out out/detections
+
+writes one PNG per image, each box drawn in its class colour with "class score" on it, and `detections.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from PIL import Image
+from pycocotools.cocoeval import COCOeval
+from torch import Tensor
+from torchvision.utils import draw_bounding_boxes
+
+from retina.data import DatasetError, load_image
+from retina.evaluate import CheckpointError, load_model
+from retina.targets import as_image_tensor
+
+# matplotlib's tab10: one colour per class, repeating after ten.
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def draw_boxes(
+    image: Tensor,
+    boxes: Tensor,
+    labels: Tensor,
+    scores: Tensor | None = None,
+    classes: list[str] | None = None,
+    scale: int = 1,
+    width: int = 2,
+) -> Tensor:
+    """Draw boxes on an image: ground truth (no `scores`) or detections ("class 0.93" on each box).
+
+    Args:
+        image: `[3, H, W]`, float in [0, 1] or uint8. boxes: `[K, 4]` xyxy in its pixels. labels: `[K]`.
+        scores: `[K]` or None. classes: `classes[label]` is the name written on the box (default: the label).
+        scale: enlarge the image this many times first (nearest neighbour), so that labels stay legible on
+            small images.
+    Returns:
+        uint8 `[3, H * scale, W * scale]`.
+    """
+    image = (as_image_tensor(image).clamp(0, 1) * 255).round().to(torch.uint8)
+    if scale != 1:
+        image = F.interpolate(image[None], scale_factor=scale, mode="nearest")[0]
+    boxes = boxes.detach().cpu().float().reshape(-1, 4) * scale
+    if len(boxes) == 0:
+        return image
+    labels = labels.detach().cpu().tolist()
+    names = [classes[label] if classes else str(label) for label in labels]
+    if scores is not None:
+        names = [f"{name} {score:.2f}" for name, score in zip(names, scores.tolist(), strict=True)]
+    colors = [PALETTE[label % len(PALETTE)] for label in labels]
+    return draw_bounding_boxes(image, boxes, labels=names, colors=colors, width=width, fill_labels=True)
+
+
+def save_png(image: Tensor, path: str | Path) -> Path:
+    """Write a uint8 `[3, H, W]` image as PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(path)
+    return path
+
+
+def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """The training records (with "loss") and the evaluation records (with "eval") of a metrics.jsonl file."""
+    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in records if "loss" in r], [r for r in records if "eval" in r]
+
+
+def plot_loss_curve(metrics_path: str | Path, out_path: str | Path | None = None) -> Figure:
+    """The losses (total, focal classification, box regression) and the learning rate against the step, from the
+    metrics.jsonl `retina.train` writes; the evaluations' AP and AP50, if any, on the right axis of the lr panel."""
+    train, evals = read_metrics(metrics_path)
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    loss_ax, lr_ax = fig.subplots(1, 2)
+    steps = [r["step"] for r in train]
+    for key, label in (("loss", "total"), ("classification", "classification (focal)"), ("bbox_regression", "box")):
+        loss_ax.plot(steps, [r[key] for r in train], label=label, linewidth=1.2)
+    loss_ax.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+    loss_ax.grid(True, which="both", alpha=0.3)
+    loss_ax.legend()
+    lr_ax.plot(steps, [r["lr"] for r in train], color="gray", label="learning rate")
+    lr_ax.set(xlabel="step", ylabel="learning rate", title="schedule and validation AP")
+    lr_ax.grid(True, alpha=0.3)
+    if evals:
+        ap_ax = lr_ax.twinx()
+        eval_steps = [r["step"] for r in evals]
+        ap_ax.plot(eval_steps, [r["eval"]["AP50"] for r in evals], "o-", color="tab:green", label="AP50")
+        ap_ax.plot(eval_steps, [r["eval"]["AP"] for r in evals], "s-", color="tab:blue", label="AP")
+        ap_ax.set(ylabel="validation AP", ylim=(0, 1))
+        ap_ax.legend(loc="center right")
+    if out_path is not None:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_path, dpi=100)
+    return fig
+
+
+def plot_pr_curves(
+    evaluator: COCOeval, classes: list[str], out_path: str | Path | None = None, ious: tuple[float, ...] = (0.5, 0.75)
+) -> Figure:
+    """Precision against recall of every class at each IoU threshold of `ious` (all areas, 100 detections), from an
+    evaluated COCOeval (`retina.evaluate.coco_evaluate`); the legend gives each class's AP at that threshold."""
+    precision = evaluator.eval["precision"]  # [T, R, K, A, M]; -1 where a class has no ground truth
+    recall = evaluator.params.recThrs  # [R]: 0, 0.01, ..., 1
+    fig = Figure(figsize=(5.5 * len(ious), 4.5), layout="constrained")
+    for ax, iou in zip(np.atleast_1d(fig.subplots(1, len(ious))), ious, strict=True):
+        t = int(np.argmin(np.abs(evaluator.params.iouThrs - iou)))
+        for label, name in enumerate(classes):
+            p = precision[t, :, label, 0, -1]  # [R]
+            if (p > -1).any():
+                ax.plot(recall, p, color=PALETTE[label % len(PALETTE)], label=f"{name} ({p[p > -1].mean():.2f})")
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=f"IoU {iou:.2f}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small", loc="lower left", title="class (AP)")
+    if out_path is not None:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_path, dpi=100)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+
+def image_files(paths: list[str | Path]) -> list[Path]:
+    """Image files named directly, plus the images inside named directories (sorted)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(path)
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m retina detect`: draw a checkpoint's detections on images; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m retina detect",
+        description="Detect objects in images with a trained checkpoint: one PNG per image and detections.json.",
+    )
+    parser.add_argument("images", nargs="+", help="image files or directories of images")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `python -m retina train`")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--score-thresh", type=float, default=0.3, help="keep detections at least this confident")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    args = parser.parse_args(argv)
+    try:
+        model, classes = load_model(args.checkpoint, args.device)
+        files = image_files(args.images)
+        if not files:
+            raise DatasetError(f"no images found in {args.images}")
+        images = [load_image(path) for path in files]
+    except (CheckpointError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for start in range(0, len(images), args.batch_size):
+        chunk = images[start : start + args.batch_size]
+        for path, image, det in zip(files[start:], chunk, model.detect(chunk), strict=False):
+            keep = det["scores"] >= args.score_thresh
+            boxes, scores, labels = det["boxes"][keep].cpu(), det["scores"][keep].cpu(), det["labels"][keep].cpu()
+            scale = max(1, math.ceil(512 / max(image.shape[-2:])))  # small images: enlarge so labels are legible
+            png = save_png(
+                draw_boxes(image, boxes, labels, scores, classes, scale=scale), args.out / f"{path.stem}.png"
+            )
+            results.append(
+                {
+                    "image": str(path),
+                    "png": str(png),
+                    "height": image.shape[-2],
+                    "width": image.shape[-1],
+                    "detections": [
+                        {
+                            "box": [round(v, 2) for v in box],
+                            "score": round(score, 4),
+                            "label": label,
+                            "class": classes[label],
+                        }
+                        for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True)
+                    ],
+                }
+            )
+    (args.out / "detections.json").write_text(json.dumps(results, indent=2) + "\n")
+    count = sum(len(r["detections"]) for r in results)
+    print(f"{count} detections (score >= {args.score_thresh}) in {len(files)} images; wrote {args.out}")
+    return 0

@@ -1,0 +1,154 @@
+"""COCO evaluation: equal to torchmetrics' MeanAveragePrecision, the same through the COCO and the VOC path, ignored
+boxes neither rewarded nor punished, and the `evaluate` command with its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pycocotools.cocoeval import Params
+from torchmetrics.detection import MeanAveragePrecision
+
+from retina.config import RetinaConfig
+from retina.data import VOCDetection, generate_shapes, shapes_dataset
+from retina.evaluate import (
+    CheckpointError,
+    coco_evaluate,
+    coco_from_targets,
+    dataset_ground_truth,
+    evaluate_model,
+    load_checkpoint,
+    main,
+)
+from retina.model import RetinaNet
+from retina.train import save_checkpoint
+
+CLASSES = ["a", "b", "c", "d"]
+COCO_PARAMS = Params(iouType="bbox")
+
+
+def random_scene(gen: torch.Generator, make_boxes, num_images: int = 12) -> tuple[list[dict], list[dict]]:
+    """Ground truth (0-6 boxes of 4 classes per image, ~10 % crowd, image 2 empty) and detections around it: jittered
+    copies of the true boxes (80 % of them, 10 % with a wrong class) with random scores, plus random false
+    positives; image 4 has no detection at all."""
+    targets, detections = [], []
+    for image_id in range(1, num_images + 1):
+        n = 0 if image_id == 2 else int(torch.randint(1, 7, (1,), generator=gen))
+        boxes = make_boxes(n, (200, 300), min_size=8, max_size=150)
+        labels = torch.randint(0, len(CLASSES), (n,), generator=gen)
+        ignore = torch.rand(n, generator=gen) < 0.1
+        targets.append({"boxes": boxes, "labels": labels, "ignore": ignore, "image_id": image_id})
+
+        found = torch.rand(n, generator=gen) < 0.8
+        size = (boxes[found, 2:] - boxes[found, :2]).repeat(1, 2)
+        jittered = boxes[found] + (torch.rand(len(size), 4, generator=gen) - 0.5) * 0.3 * size
+        extra = make_boxes(int(torch.randint(0, 4, (1,), generator=gen)), (200, 300))
+        det_boxes = torch.cat([jittered, extra])
+        random_labels = torch.randint(0, len(CLASSES), (len(det_boxes),), generator=gen)
+        det_labels = torch.cat([labels[found], random_labels[len(jittered) :]])
+        det_labels = torch.where(torch.rand(len(det_boxes), generator=gen) < 0.1, random_labels, det_labels)
+        scores = torch.rand(len(det_boxes), generator=gen)
+        detections.append({"boxes": det_boxes, "scores": scores, "labels": det_labels})
+    detections[3] = {key: value[:0] for key, value in detections[3].items()}
+    return targets, detections
+
+
+def test_equals_torchmetrics(gen, make_boxes):
+    targets, detections = random_scene(gen, make_boxes)
+    assert any(len(t["boxes"]) == 0 for t in targets) and any(t["ignore"].any() for t in targets)
+    sizes = [(200, 300)] * len(targets)
+    ours, _ = coco_evaluate(
+        coco_from_targets(targets, sizes, CLASSES),
+        [t["image_id"] for t in targets],
+        detections,
+        cat_ids=[1, 2, 3, 4],
+        classes=CLASSES,
+    )
+
+    # COCOeval's own float64 thresholds: torchmetrics' defaults come from a float32 linspace (0.6 -> 0.60000002),
+    # which moves a recall of exactly 3/5 to the other side of the 0.6 recall threshold.
+    thresholds = {"iou_thresholds": COCO_PARAMS.iouThrs.tolist(), "rec_thresholds": COCO_PARAMS.recThrs.tolist()}
+    metric = MeanAveragePrecision(iou_type="bbox", class_metrics=True, **thresholds)
+    metric.update(
+        detections,
+        [{"boxes": t["boxes"], "labels": t["labels"], "iscrowd": t["ignore"].long()} for t in targets],
+    )
+    theirs = metric.compute()
+    names = {"AP": "map", "AP50": "map_50", "AP75": "map_75", "APs": "map_small", "APm": "map_medium"}
+    names |= {"APl": "map_large", "AR1": "mar_1", "AR10": "mar_10", "AR100": "mar_100"}
+    for ours_name, their_name in names.items():
+        assert ours[ours_name] == pytest.approx(theirs[their_name].item(), abs=1e-6), ours_name
+    for label, ap in zip(theirs["classes"].tolist(), theirs["map_per_class"].tolist(), strict=True):
+        assert ours["per_class_AP"][CLASSES[label]] == pytest.approx(ap, abs=1e-6), CLASSES[label]
+    assert 0.1 < ours["AP"] < 0.9  # a real mix of hits and misses, not a degenerate case
+
+
+def test_ignored_boxes_neither_rewarded_nor_punished():
+    box = torch.tensor([[10.0, 10.0, 60.0, 60.0], [100.0, 100.0, 150.0, 150.0]])
+    target = {"boxes": box, "labels": torch.tensor([0, 0]), "ignore": torch.tensor([False, True]), "image_id": 1}
+    gt = coco_from_targets([target], [(200, 200)], ["a"])
+    hit = {"boxes": box[:1], "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}
+    both = {"boxes": box, "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([0, 0])}
+    assert coco_evaluate(gt, [1], [hit], [1], ["a"])[0]["AP"] == pytest.approx(1.0)
+    assert coco_evaluate(gt, [1], [both], [1], ["a"])[0]["AP"] == pytest.approx(1.0)  # not a false positive
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    return generate_shapes(tmp_path_factory.mktemp("shapes"), num_train=4, num_val=6, image_size=64, workers=1)
+
+
+def test_voc_layout_is_evaluated_like_coco(shapes):
+    """The shapes set in both layouts: COCO through its own annotation file, VOC converted on the fly. Perfect
+    detections score AP 1 on both, and a detector that misses half the objects scores the same on both."""
+    coco = shapes_dataset(shapes, "val")
+    voc = VOCDetection(shapes, "val", classes=coco.classes)
+    assert not hasattr(voc, "coco")  # so it takes the conversion path
+    half_ap = []
+    for dataset in (coco, voc):
+        targets = dataset.targets()
+        ids = [t["image_id"] for t in targets]
+        perfect = [{"boxes": t["boxes"], "scores": torch.ones(len(t["boxes"])), "labels": t["labels"]} for t in targets]
+        half = [{k: v[::2] for k, v in det.items()} for det in perfect]
+        gt, cat_ids = dataset_ground_truth(dataset)
+        assert coco_evaluate(gt, ids, perfect, cat_ids, dataset.classes)[0]["AP"] == pytest.approx(1.0)
+        half_ap.append(coco_evaluate(gt, ids, half, cat_ids, dataset.classes)[0]["AP"])
+    assert half_ap[0] == pytest.approx(half_ap[1]) and 0.2 < half_ap[0] < 0.8
+
+
+def random_checkpoint(path: Path, classes: list[str], data: Path | None = None) -> Path:
+    """A checkpoint of an untrained tiny detector, in the format retina.train writes."""
+    torch.manual_seed(0)
+    config = RetinaConfig(
+        backbone="resnet18", fpn_channels=16, head_convs=1, min_size=64, max_size=64, size_divisible=32
+    )
+    model = RetinaNet(num_classes=len(classes), config=config)
+    state = {"model": model.state_dict(), "model_config": model.config.to_dict(), "classes": classes}
+    if data is not None:
+        state["train_config"] = {"data": str(data), "val_split": "val", "data_format": "auto"}
+    save_checkpoint(path, state)
+    return path
+
+
+def test_evaluate_command(shapes, tmp_path):
+    classes = shapes_dataset(shapes, "val").classes
+    checkpoint = random_checkpoint(tmp_path / "model.pt", classes, data=shapes)
+    out, png = tmp_path / "metrics.json", tmp_path / "pr.png"
+    assert main(["--checkpoint", str(checkpoint), "--out", str(out), "--pr-curve", str(png), "--workers", "0"]) == 0
+    metrics = json.loads(out.read_text())
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "per_class_AP"} <= set(metrics)
+    assert set(metrics["per_class_AP"]) == set(classes) and metrics["num_images"] == 6
+    assert png.stat().st_size > 0
+
+
+def test_evaluate_errors(shapes, tmp_path, capsys):
+    wrong = random_checkpoint(tmp_path / "wrong.pt", ["x", "y"])
+    model = RetinaNet(config=RetinaConfig.from_dict(load_checkpoint(wrong)["model_config"]))
+    with pytest.raises(CheckpointError, match="knows 2 classes"):
+        evaluate_model(model, shapes_dataset(shapes, "val"), ["x", "y"])
+    assert main(["--checkpoint", str(wrong), "--data", str(shapes), "--workers", "0"]) == 1
+    assert "knows 2 classes" in capsys.readouterr().err
+    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(shapes)]) == 1
+    assert "missing.pt does not exist" in capsys.readouterr().err

@@ -1,0 +1,293 @@
+"""Training: the loss falls, resume equals an uninterrupted run, Ctrl-C and NaN leave a usable checkpoint, DDP equals
+one process, and bad input fails with a clear message. Tiny runs: a ResNet-18 with 16-channel FPN on 64 px images."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+import retina.train as train_module
+from retina.config import RetinaConfig
+from retina.data import generate_shapes
+from retina.evaluate import CheckpointError, load_checkpoint
+from retina.model import RetinaNet
+from retina.train import (
+    EpochBatches,
+    TrainConfig,
+    TrainingError,
+    load_backbone_weights,
+    lr_factor,
+    main,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    """8 training and 4 validation images of 64 px, generated (not data/shapes)."""
+    return generate_shapes(tmp_path_factory.mktemp("shapes"), num_train=8, num_val=4, image_size=64, workers=1)
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_state():
+    """train() sets process-wide switches (threads, deterministic algorithms, cudnn.benchmark): put them back."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = benchmark
+
+
+def tiny(data: Path, out: Path, **changes) -> TrainConfig:
+    """A run of 2 epochs x 2 steps of 4 images, deterministic, without evaluation. Only the FPN and heads learn
+    (fast steps), but the backbone's BatchNorm statistics move, so a resume must restore buffers too."""
+    model = RetinaConfig(
+        backbone="resnet18",
+        backbone_norm="bn",
+        trainable_stages=0,
+        fpn_channels=16,
+        head_convs=1,
+        head_norm="gn",
+        anchor_sizes=(16, 32, 64, 128, 256),
+        min_size=64,
+        max_size=64,
+        size_divisible=32,
+    )
+    cfg = TrainConfig(
+        model=model,
+        data=str(data),
+        out_dir=str(out),
+        val_split="",
+        batch_size=4,
+        epochs=2,
+        optimizer="sgd",
+        lr=0.01,
+        warmup_steps=2,
+        num_workers=0,
+        deterministic=True,
+        log_every=1,
+    )
+    return cfg.replace(**changes)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def signal_at_call(monkeypatch, name: str, call: int) -> None:
+    """Send Ctrl-C (SIGINT) to this process during the `call`-th call of retina.train.<name>."""
+    original, calls = getattr(train_module, name), itertools.count(1)
+
+    def wrapped(*args, **kwargs):
+        if next(calls) == call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, name, wrapped)
+
+
+# ---------------------------------------------------------------------------------------------------- pure parts
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, warmup_factor=0.1, schedule="step", milestones=(0.5, 0.75), gamma=0.1)
+    assert lr_factor(cfg, 0, 0.0) == pytest.approx(0.1)  # warm-up starts at warmup_factor
+    assert lr_factor(cfg, 5, 0.05) == pytest.approx(0.55)
+    assert lr_factor(cfg, 10, 0.4) == 1.0
+    assert lr_factor(cfg, 50, 0.5) == pytest.approx(0.1)
+    assert lr_factor(cfg, 80, 0.8) == pytest.approx(0.01)
+    cosine = cfg.replace(schedule="cosine", warmup_steps=0)
+    assert [lr_factor(cosine, 0, p) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_batches_of_processes_make_the_single_process_batch():
+    dataset = list(range(20))
+    single = EpochBatches(dataset, batch_size=4, seed=3)
+    ranks = [EpochBatches(dataset, batch_size=2, seed=3, rank=r, world_size=2) for r in range(2)]
+    for sampler in (single, *ranks):
+        sampler.set_epoch(1)
+    for k, batch in enumerate(single):
+        together = sorted(key for r in ranks for key in list(r)[k])
+        assert together == sorted(batch)  # same images, same augmentation seeds
+    everything = list(single)
+    single.set_epoch(1, skip=2)  # resuming after 2 of the epoch's 5 batches
+    assert len(single) == 3 and list(single) == everything[2:]
+
+
+def test_config_replace_and_round_trip():
+    cfg = TrainConfig.preset("cpu").replace(
+        lr=0.5, train_sizes=[224, 256], **{"model.anchor_sizes": [8, 16, 32, 64, 128]}
+    )
+    assert cfg.lr == 0.5 and cfg.train_sizes == (224, 256) and cfg.model.anchor_sizes == (8, 16, 32, 64, 128)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="model.fpn_chanels"):
+        cfg.replace(**{"model.fpn_chanels": 8})
+
+
+# --------------------------------------------------------------------------------------------------- training
+
+
+def test_loss_falls(shapes, tmp_path):
+    cfg = tiny(shapes, tmp_path, epochs=4, optimizer="adamw", lr=1e-2, schedule="cosine")
+    summary = train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert summary["status"] == "finished" and summary["step"] == 8
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    assert (tmp_path / "loss_curve.png").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shapes, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    assert train(tiny(shapes, out))["step"] == 4
+    return out / "last.pt"
+
+
+@pytest.mark.parametrize("interrupt_call", [2, 3], ids=["epoch-boundary", "mid-epoch"])
+def test_ctrl_c_then_resume_equals_uninterrupted(shapes, tmp_path, monkeypatch, uninterrupted, interrupt_call):
+    # One worker process here, none in the uninterrupted run: the data must not depend on it.
+    cfg = tiny(shapes, tmp_path, num_workers=1)
+    signal_at_call(monkeypatch, "batch_losses", interrupt_call)
+    first = train(cfg)
+    assert first["status"] == "interrupted" and first["step"] == interrupt_call
+    checkpoint = load_checkpoint(tmp_path / "last.pt")  # valid, and at the exact step
+    assert checkpoint["progress"]["step"] == interrupt_call
+    assert checkpoint["progress"]["batch"] == interrupt_call % 2
+    monkeypatch.undo()
+
+    second = train(cfg, resume=tmp_path / "last.pt")
+    assert second["status"] == "finished" and second["step"] == 4
+    expected, resumed = weights(uninterrupted), weights(tmp_path / "last.pt")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+
+
+def test_nan_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(shapes, tmp_path, monkeypatch):
+    original, calls = train_module.retina_loss, itertools.count(1)
+
+    def poisoned(*args, **kwargs):
+        losses = original(*args, **kwargs)
+        if next(calls) == 3:  # epoch 2, batch 1: after the epoch-1 checkpoint
+            losses["bbox_regression"] = losses["bbox_regression"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(train_module, "retina_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"bbox_regression loss is nan at step 3 \(epoch 2, batch 1\)"):
+        train(tiny(shapes, tmp_path))
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert checkpoint["progress"] == {"epoch": 1, "batch": 0, "step": 2, "elapsed": checkpoint["progress"]["elapsed"]}
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+    monkeypatch.undo()
+    assert train(tiny(shapes, tmp_path), resume=tmp_path / "last.pt")["status"] == "finished"
+
+
+def test_checkpoint_holds_the_whole_run_as_plain_data(uninterrupted):
+    checkpoint = torch.load(uninterrupted, weights_only=True)  # no dataclasses, no numpy arrays
+    assert {"model", "model_config", "train_config", "classes", "optimizer", "scaler", "progress", "rng"} <= set(
+        checkpoint
+    )
+    assert set(checkpoint["rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert TrainConfig.from_dict(checkpoint["train_config"]).model.fpn_channels == 16
+    assert RetinaConfig.from_dict(checkpoint["model_config"]).num_classes == len(checkpoint["classes"]) == 8
+    assert not list(uninterrupted.parent.glob("*.tmp"))  # the atomic write left no temporary file
+
+
+def test_ddp_two_gloo_processes_equal_one_process(shapes, tmp_path):
+    """One SGD step (no momentum, no decay, no warm-up) on the same global batch of 4: 2 processes x 2 images under
+    torchrun / gloo, or 1 process x 4 images. Equal updates = equal gradients. Frozen BN: BatchNorm statistics
+    of 2 images are not those of 4 (that needs SyncBatchNorm); the loss normaliser is the point here."""
+    settings = dict(epochs=1, batch_size=4, lr=0.5, momentum=0.0, weight_decay=0.0, warmup_steps=0, num_threads=1)
+    settings |= {"model.backbone_norm": "frozen_bn", "time_budget": 0.0}
+    single = tiny(shapes, tmp_path / "single", **settings).replace(train_sizes=(64,))
+    # One step only: a training set of 4 images is one batch.
+    four = tmp_path / "four"
+    generate_shapes(four, num_train=4, num_val=0, image_size=64, workers=1)
+    single = single.replace(data=str(four), val_split="")
+    train(single)
+
+    args = [f"{k}={v!r}" for k, v in single.replace(out_dir=str(tmp_path / "ddp")).to_dict().items() if k != "model"]
+    args += [f"model.{k}={v!r}" for k, v in single.model.to_dict().items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "retina", "train", "--preset", "cpu", "--set", *args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    torch.manual_seed(single.seed)
+    initial = RetinaNet(config=single.model.replace(num_classes=8)).state_dict()  # both runs' start
+    one, two = weights(tmp_path / "single" / "last.pt"), weights(tmp_path / "ddp" / "last.pt")
+    moved = max((one[k] - initial[k]).abs().max().item() for k in one if one[k].is_floating_point())
+    assert moved > 1e-3  # the step did something measurable
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=2e-6, msg=name)
+
+
+# -------------------------------------------------------------------------------------------------- bad input
+
+
+def test_checkpoint_of_another_detector_lists_the_differences(shapes, tmp_path, uninterrupted):
+    checkpoint = torch.load(uninterrupted, weights_only=True)
+    checkpoint["model_config"]["num_classes"] = 3
+    checkpoint["classes"] = ["a", "b", "c"]
+    torch.save(checkpoint, tmp_path / "other.pt")
+    with pytest.raises(TrainingError) as error:
+        train(tiny(shapes, tmp_path, **{"model.fpn_channels": 32}), resume=tmp_path / "other.pt")
+    message = str(error.value)
+    assert "num_classes: checkpoint 3, this run 8" in message
+    assert "fpn_channels: checkpoint 16, this run 32" in message
+    assert "classes: checkpoint ['a', 'b', 'c']" in message
+
+
+def test_truncated_checkpoint_names_the_file(shapes, tmp_path, capsys, uninterrupted):
+    data = uninterrupted.read_bytes()
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {broken}.*truncated"):
+        train(tiny(shapes, tmp_path), resume=broken)
+    assert main(["--resume", str(broken)]) == 1
+    assert str(broken) in capsys.readouterr().err
+
+
+def test_unwritable_output_directory(shapes, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(TrainingError, match="cannot write to the output directory"):
+        train(tiny(shapes, blocker / "run"))
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "empty" / "images" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "annotations").mkdir()
+    empty = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "empty" / "annotations" / "instances_train.json").write_text(json.dumps(empty))
+    with pytest.raises(TrainingError, match="has no images"):
+        train(tiny(tmp_path / "empty", tmp_path / "run"))
+
+
+def test_batch_larger_than_dataset(shapes, tmp_path):
+    with pytest.raises(TrainingError, match=r"batch_size 16 is larger than the training set \(8 images"):
+        train(tiny(shapes, tmp_path, batch_size=16))
+
+
+def test_backbone_weights_from_a_torchvision_file(tmp_path):
+    model = RetinaNet(num_classes=2, backbone="resnet18", fpn_channels=16)
+    resnet = torchvision.models.resnet18()
+    torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
+    load_backbone_weights(model, str(tmp_path / "resnet18.pth"))
+    assert torch.equal(model.backbone.stem[0].weight, resnet.conv1.weight)
+    assert torch.equal(model.backbone.layer4[1].bn2.running_var, resnet.layer4[1].bn2.running_var)
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "resnet34.pth")
+    with pytest.raises(TrainingError, match="does not hold resnet18 weights"):
+        load_backbone_weights(model, str(tmp_path / "resnet34.pth"))

@@ -1,0 +1,212 @@
+"""retina.widgets: the compute functions behind the notebook widgets, checked without a browser."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+
+import pytest
+import torch
+import torchvision
+
+from retina.anchors import anchors_per_level_counts, generate_anchors
+from retina.config import RetinaConfig
+from retina.widgets import AnchorTuner, LiveLossCurve, NMSExplorer, anchor_config, anchor_recall, nms_filter
+
+
+def small_config(**changes) -> RetinaConfig:
+    """Three levels on a 32 px padding grid: few enough anchors for a pure-Python brute force."""
+    base = RetinaConfig(
+        anchor_sizes=(12, 24, 48), strides=(8, 16, 32), size_divisible=32, aspect_ratios=(0.5, 1.0, 2.0)
+    )
+    return base.replace(**changes)
+
+
+def python_iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def brute_force(boxes_per_image, sizes, config):
+    """Every box against every anchor of its padded image, in plain Python: (best IoU, level) per box."""
+    result = []
+    for boxes, (height, width) in zip(boxes_per_image, sizes, strict=True):
+        padded = (math.ceil(height / config.size_divisible) * config.size_divisible,
+                  math.ceil(width / config.size_divisible) * config.size_divisible)  # fmt: skip
+        anchors = generate_anchors(config, padded).tolist()
+        levels = [k for k, n in enumerate(anchors_per_level_counts(config, padded)) for _ in range(n)]
+        for box in boxes.tolist():
+            per_level = [0.0] * len(config.strides)
+            for anchor, level in zip(anchors, levels, strict=True):
+                per_level[level] = max(per_level[level], python_iou(box, anchor))
+            result.append(per_level)
+    return torch.tensor(result, dtype=torch.float64)  # [n, K]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"anchor_offset": 0.5},
+        {"round_anchors": False, "anchor_scales": (1.0, 1.5)},
+        {"aspect_ratios": (1 / 3, 3.0)},
+    ],
+)
+def test_anchor_recall_equals_brute_force(make_boxes, changes):
+    config = small_config(**changes)
+    sizes = [(70, 100), (64, 64), (70, 100), (33, 90)]  # two share a padded size; none is a multiple of 32
+    boxes = [make_boxes(n, size, min_size=3.0, max_size=60.0) for n, size in zip((9, 7, 0, 5), sizes, strict=True)]
+    result = anchor_recall(boxes, sizes, config)
+    expected = brute_force(boxes, sizes, config)  # [n, K]
+
+    assert result["level_iou"].shape == (21, 3)
+    torch.testing.assert_close(torch.as_tensor(result["level_iou"]).double(), expected, atol=1e-5, rtol=0)
+    best = expected.max(dim=1).values
+    torch.testing.assert_close(torch.as_tensor(result["best_iou"]).double(), best, atol=1e-5, rtol=0)
+    # the level of the best anchor, wherever it is not a near tie
+    top2 = expected.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 1e-4
+    assert torch.equal(torch.as_tensor(result["best_level"])[clear], expected.argmax(dim=1)[clear])
+    # the best anchor reported is a real anchor with that IoU
+    all_boxes = torch.cat(boxes)
+    for i in range(len(all_boxes)):
+        assert python_iou(all_boxes[i].tolist(), result["best_anchor"][i].tolist()) == pytest.approx(
+            float(best[i]), abs=1e-5
+        )
+    assert result["recall"] == pytest.approx(float((best >= config.fg_iou).double().mean()))
+    assert sum(result["recall_per_level"].values()) == pytest.approx(result["recall"])
+    assert list(result["recall_per_level"]) == ["P3", "P4", "P5"]
+
+
+def test_anchor_recall_one_size_for_all_images(make_boxes):
+    config = small_config()
+    boxes = [make_boxes(4, (64, 64), max_size=40.0) for _ in range(3)]
+    one = anchor_recall(boxes, (64, 64), config)
+    each = anchor_recall(boxes, [(64, 64)] * 3, config)
+    assert (one["best_iou"] == each["best_iou"]).all()
+
+
+def test_small_anchors_catch_small_boxes():
+    """12 px boxes on a 256 px image: IoU 0.14 at best with the paper's anchors (the smallest is 46 x 22 px),
+    a perfect fit for a 12 px one."""
+    boxes = [torch.tensor([[98.0, 98.0, 110.0, 110.0], [34.0, 50.0, 46.0, 62.0]])]  # centred on P3 grid points
+    paper = anchor_recall(boxes, (256, 256), RetinaConfig())
+    assert paper["recall"] == 0.0
+    assert paper["best_iou"].max() == pytest.approx(144 / (46 * 22), abs=1e-6)  # inside the smallest anchor
+    small = anchor_recall(boxes, (256, 256), anchor_config(12, scales_per_octave=1, aspect_ratios=(1.0,)))
+    assert small["recall"] == 1.0
+    assert small["recall_per_level"]["P3"] == 1.0
+    assert (small["best_iou"] == 1.0).all()  # 12 px anchors centred on the boxes' centres: exact fits
+
+
+def test_anchor_recall_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least one box"):
+        anchor_recall([torch.zeros(0, 4)], (64, 64), small_config())
+    with pytest.raises(ValueError, match="2 images but 1 image sizes"):
+        anchor_recall([torch.zeros(1, 4), torch.zeros(1, 4)], [(64, 64)], small_config())
+
+
+def test_anchor_config():
+    config = anchor_config(16, scales_per_octave=2, aspect_ratios=(1.0, 2.0), fg_iou=0.35)
+    assert config.anchor_sizes == (16, 32, 64, 128, 256)
+    assert config.anchor_scales == (1.0, pytest.approx(2**0.5))
+    assert config.aspect_ratios == (1.0, 2.0)
+    assert config.num_anchors == 4
+    assert (config.fg_iou, config.bg_iou) == (0.35, 0.35)  # the background threshold follows a lower fg_iou
+    assert anchor_config(32, fg_iou=0.6).bg_iou == 0.4
+    kept = anchor_config(8, config=RetinaConfig(anchor_offset=0.5, num_classes=3))
+    assert (kept.anchor_offset, kept.num_classes) == (0.5, 3)
+    with pytest.raises(ValueError):
+        anchor_config(16, aspect_ratios=())
+
+
+@pytest.mark.parametrize("score_thresh, iou_thresh", [(0.0, 0.5), (0.3, 0.5), (0.5, 0.3), (0.2, 0.6)])
+def test_nms_filter_equals_threshold_then_torchvision(make_boxes, gen, score_thresh, iou_thresh):
+    boxes = make_boxes(300, (200, 200), min_size=10.0, max_size=80.0)
+    scores = torch.rand(300, generator=gen)
+    labels = torch.randint(0, 4, (300,), generator=gen)
+    keep = nms_filter(boxes, scores, labels, score_thresh, iou_thresh)
+    above = torch.nonzero(scores > score_thresh).squeeze(1)
+    expected = above[torchvision.ops.batched_nms(boxes[above], scores[above], labels[above], iou_thresh)]
+    assert torch.equal(keep, expected)
+    assert len(keep) < len(above)  # something was suppressed: the test is not vacuous
+
+
+def test_anchor_tuner_follows_its_sliders(make_boxes, gen):
+    boxes = [make_boxes(5, (128, 128), min_size=6.0, max_size=20.0) for _ in range(4)]
+    image = torch.rand(3, 128, 128, generator=gen)
+    tuner = AnchorTuner(boxes, (128, 128), (image, boxes[0]), RetinaConfig())
+    assert tuner.current_config().anchor_sizes == (32, 64, 128, 256, 512)
+    tuner.base.value = 8
+    tuner.scales.value = 2
+    tuner.ratios.value = (1.0,)
+    tuner.iou.value = 0.4
+    config = tuner.current_config()
+    assert config.anchor_sizes == (8, 16, 32, 64, 128) and config.num_anchors == 2 and config.fg_iou == 0.4
+    fig = tuner.draw()
+    recall = anchor_recall(boxes, (128, 128), config)["recall"]
+    assert fig.axes[1].get_title() == f"20 boxes: anchor recall {recall:.1%}"
+    tuner.ratios.value = ()  # nothing selected: squares
+    assert tuner.current_config().aspect_ratios == (1.0,)
+
+
+def test_nms_explorer_draws_what_nms_filter_keeps(make_boxes, gen):
+    boxes = make_boxes(60, (100, 100), min_size=20.0, max_size=60.0)
+    scores = torch.rand(60, generator=gen)
+    labels = torch.randint(0, 3, (60,), generator=gen)
+    explorer = NMSExplorer(torch.rand(3, 100, 100, generator=gen), boxes, scores, labels, ["a", "b", "c"])
+    explorer.score.value, explorer.iou.value = 0.5, 0.4
+    before, after = explorer.draw().axes
+    kept = nms_filter(boxes, scores, labels, 0.5, 0.4)
+    assert before.get_title() == f"before NMS: {int((scores > 0.5).sum())} boxes"
+    assert after.get_title() == f"after NMS: {len(kept)} boxes"
+    assert 0 < len(kept) < int((scores > 0.5).sum())
+
+
+def write_metrics(path, steps):
+    records = [
+        {"step": s, "epoch": 0, "lr": 1e-3, "loss": 2.0 / s, "classification": 1.0 / s, "bbox_regression": 1.0 / s}
+        for s in steps
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_live_loss_curve_redraws_from_the_metrics_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    live = LiveLossCurve(path, every=0.01)
+    with live:
+        time.sleep(0.05)
+        assert live.draws == 0  # nothing logged yet: nothing drawn
+        write_metrics(path, [10, 20, 30])
+        deadline = time.monotonic() + 10
+        while live.draws == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert live.draws >= 2  # at least once by the thread, once on leaving
+    assert live.draw() == 30
+    with open(path, "a") as f:
+        f.write('{"step": 40, "lo')  # a record half written
+    assert live.draw() == 0
+
+
+def test_live_loss_curve_presses_interrupt_once(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    write_metrics(path, [10, 20])
+    presses = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: presses.append(signum))
+    try:
+        with LiveLossCurve(path, every=0.01, interrupt_at_step=20) as live:
+            deadline = time.monotonic() + 10
+            while not presses and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.1)  # more redraws: no second press
+        assert presses == [signal.SIGINT] and live.interrupted
+        with LiveLossCurve(path, every=0.01, interrupt_at_step=25):
+            time.sleep(0.1)
+        assert presses == [signal.SIGINT]  # step 25 not reached: no press
+    finally:
+        signal.signal(signal.SIGINT, previous)
