@@ -91,8 +91,13 @@ def anchors_per_level(
 
 
 def generate_anchors(config: RetinaConfig, image_size: tuple[int, int]) -> Tensor:
-    """All anchors for an `(height, width)` input, flattened level-major: `[N, 4]` xyxy."""
-    levels = anchors_per_level(config, grid_sizes(image_size, config.strides))
+    """All anchors for an `(height, width)` input, flattened level-major: `[N, 4]` xyxy.
+
+    With `config.strides_from_grid`, each level's stride is `(height // H_k, width // W_k)`, as torchvision's
+    generator derives it (its v1 and v2 COCO weights were trained with those anchors)."""
+    grids = grid_sizes(image_size, config.strides)
+    strides = tuple((image_size[0] // h, image_size[1] // w) for h, w in grids) if config.strides_from_grid else None
+    levels = anchors_per_level(config, grids, strides)
     return torch.cat([level.reshape(-1, 4) for level in levels])
 
 

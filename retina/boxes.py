@@ -51,13 +51,14 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def _intersection_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    area1 = box_area(boxes1)  # [..., N]
-    area2 = box_area(boxes2)  # [..., M]
-    top_left = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])  # [..., N, M, 2]
-    bottom_right = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])  # [..., N, M, 2]
-    wh = (bottom_right - top_left).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]  # [..., N, M]
-    union = area1[..., :, None] + area2[..., None, :] - inter
+    # One coordinate at a time, those of boxes2 made contiguous: every [..., N, M] op then runs along M in
+    # memory order, several times faster than ops over a trailing (x, y) pair read with a stride of 4.
+    x1a, y1a, x2a, y2a = (c[..., :, None] for c in boxes1.unbind(-1))  # [..., N, 1]
+    x1b, y1b, x2b, y2b = (c.contiguous()[..., None, :] for c in boxes2.unbind(-1))  # [..., 1, M]
+    width = (torch.minimum(x2a, x2b) - torch.maximum(x1a, x1b)).clamp(min=0)  # [..., N, M]
+    height = (torch.minimum(y2a, y2b) - torch.maximum(y1a, y1b)).clamp(min=0)
+    inter = width * height
+    union = box_area(boxes1)[..., :, None] + box_area(boxes2)[..., None, :] - inter
     return inter, union
 
 
@@ -65,10 +66,10 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise IoU of xyxy boxes: `[..., N, 4] x [..., M, 4] -> [..., N, M]`.
 
     Leading dimensions broadcast. A pair whose union is empty (two degenerate boxes) has IoU 0,
-    where a plain division would give NaN.
+    where a plain division gives NaN (0 / 0; a non-empty intersection implies a non-empty union).
     """
     inter, union = _intersection_union(boxes1, boxes2)
-    return torch.where(union > 0, inter / union, torch.zeros_like(inter))
+    return (inter / union).nan_to_num(0.0)
 
 
 def box_giou(boxes1: Tensor, boxes2: Tensor) -> Tensor:

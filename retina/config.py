@@ -10,6 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+# The per-channel statistics of ImageNet that torchvision's ResNets were trained on: images in [0, 1] are
+# normalised with them before the backbone.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclass(frozen=True)
 class RetinaConfig:
@@ -18,6 +23,7 @@ class RetinaConfig:
     # backbone (Sec. 4 "Architecture")
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 (torchvision definitions)
     backbone_norm: str = "frozen_bn"  # frozen_bn: BatchNorm with fixed statistics; bn: trainable BatchNorm
+    backbone_norm_eps: float = 1e-5  # the BatchNorm eps; 0.0 for torchvision's v1 COCO weights, trained with 0.0
     trainable_stages: int = 3  # how many of the ResNet stages layer4, layer3, ... (and conv1 at 5) train
     fpn_channels: int = 256  # channels of P3..P7 and of the heads
     p6_from: str = "c5"  # "c5": P6 = conv(C5), as in the paper; "p5": P6 = conv(P5), as torchvision v1
@@ -34,6 +40,9 @@ class RetinaConfig:
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
     anchor_offset: float = 0.0  # 0.0: centres at cell corners (torchvision); 0.5: cell centres
     round_anchors: bool = True  # integer sizes and rounded corners, exactly as torchvision
+    # True: a level's stride is the padded image size // its grid size, as torchvision's AnchorGenerator has it;
+    # that differs from `strides` only when the padded size is not a multiple of 128
+    strides_from_grid: bool = False
 
     # matching (Sec. 4 "Anchors"): IoU >= 0.5 foreground, < 0.4 background, in between ignored
     fg_iou: float = 0.5
@@ -57,12 +66,21 @@ class RetinaConfig:
     # multiple of size_divisible, so that every level's grid is exact (128 = the P7 stride)
     min_size: int = 800
     max_size: int = 1333
-    size_divisible: int = 128
+    size_divisible: int = 128  # torchvision pads to 32 (and then needs strides_from_grid)
+    # True: round the resized size down and never antialias, as torchvision's GeneralizedRCNNTransform;
+    # False: round it to the nearest pixel (800 never comes out as 799) and antialias when shrinking
+    resize_like_torchvision: bool = False
+    pad_with_mean: bool = False  # True: pad with the ImageNet mean (0 once normalised), as torchvision; False: black
 
     @property
     def num_anchors(self) -> int:
         """A: anchors per location on every level."""
         return len(self.anchor_scales) * len(self.aspect_ratios)
+
+    @property
+    def pad_colour(self) -> tuple[float, float, float]:
+        """The RGB value in [0, 1] that batches are padded with."""
+        return IMAGENET_MEAN if self.pad_with_mean else (0.0, 0.0, 0.0)
 
     @property
     def box_clip(self) -> float:

@@ -10,11 +10,13 @@ Taught in notebooks/04_fpn.ipynb. Paper Sec. 4 and Fig. 3:
 `[B, N, 4]`, N running over the anchors of `retina.anchors.generate_anchors` in the same order.
 `model.loss(batch)` takes a batch from `retina.targets.DetectionCollate`; `model.detect(images)` resizes,
 pads, runs and post-processes, returning torchvision-style `{"boxes", "scores", "labels"}` per image.
+torchvision's trained RetinaNets (COCO v1 and v2) load into it with `retina.pretrained.from_torchvision`.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -23,20 +25,18 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from retina.anchors import anchors_per_level_counts, generate_anchors
-from retina.config import RetinaConfig
+from retina.config import IMAGENET_MEAN, IMAGENET_STD, RetinaConfig
 from retina.losses import retina_loss
 from retina.postprocess import postprocess_detections
 from retina.targets import as_image_tensor, pad_images
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without its classifier; returns [C3, C4, C5] (strides 8, 16, 32)."""
 
-    def __init__(self, name: str = "resnet50", norm: str = "frozen_bn", trainable_stages: int = 3):
+    def __init__(self, name: str = "resnet50", norm: str = "frozen_bn", trainable_stages: int = 3, eps: float = 1e-5):
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"unknown backbone {name!r}; expected one of {RESNETS}")
@@ -44,7 +44,7 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"unknown backbone_norm {norm!r}; expected 'frozen_bn' or 'bn'")
         if not 0 <= trainable_stages <= 5:
             raise ValueError(f"trainable_stages must be in 0..5, got {trainable_stages}")
-        norm_layer = FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d
+        norm_layer = partial(FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d, eps=eps)
         resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
@@ -143,7 +143,9 @@ class RetinaNet(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {config.num_classes}")
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.backbone = ResNetBackbone(config.backbone, config.backbone_norm, config.trainable_stages)
+        self.backbone = ResNetBackbone(
+            config.backbone, config.backbone_norm, config.trainable_stages, config.backbone_norm_eps
+        )
         self.fpn = FPN(self.backbone.out_channels, config.fpn_channels, config.p6_from)
         A, channels = config.num_anchors, config.fpn_channels
         self.cls_head = Head(channels, A, config.num_classes, config.head_convs, config.head_norm)
@@ -180,33 +182,39 @@ class RetinaNet(nn.Module):
             self.config,
         )
 
+    def preprocess(self, images: Tensor | list[Tensor], resize: bool = True) -> tuple[Tensor, Tensor]:
+        """The batch `forward` takes: images `[3, H, W]` (a list, or a `[B, 3, H, W]` batch), float in [0, 1] or
+        uint8, each resized to the configured short side (`min_size`, long side at most `max_size`), then padded
+        together to a multiple of `size_divisible`. Returns `[B, 3, H', W']` in [0, 1] and the `[B, 2]`
+        (height, width) of each resized image in it."""
+        device = self.mean.device
+        images = [as_image_tensor(img, f"image {i}").to(device) for i, img in enumerate(images)]
+        resized = [self._resize(img) if resize else img for img in images]
+        return pad_images(resized, self.config.size_divisible, self.config.pad_colour)
+
     @torch.no_grad()
     def detect(self, images: Tensor | list[Tensor], resize: bool = True) -> list[dict[str, Tensor]]:
         """Detections for images `[3, H, W]` (a list, or a `[B, 3, H, W]` batch), float in [0, 1] or uint8.
 
-        Each image is resized to the configured short side (`min_size`, long side at most `max_size`),
-        the batch is padded, and the boxes come back in the input image's pixel coordinates.
+        The images go through `preprocess`; the boxes come back in each input image's own pixel coordinates.
         Returns one `{"boxes" [K, 4] xyxy, "scores" [K], "labels" [K]}` per image.
         """
         was_training = self.training
         self.eval()
-        device = self.mean.device
-        images = [as_image_tensor(img, f"image {i}").to(device) for i, img in enumerate(images)]
-        resized = [self._resize(img) if resize else img for img in images]
-        batch, sizes = pad_images(resized, self.config.size_divisible)
+        batch, sizes = self.preprocess(images, resize)
         cls_logits, box_deltas = self(batch)
         padded_size = tuple(batch.shape[-2:])
         detections = postprocess_detections(
             cls_logits,
             box_deltas,
             self.anchors(padded_size),
-            sizes.to(device),
+            sizes.to(batch.device),
             self.config,
             anchors_per_level_counts(self.config, padded_size),
         )
-        for det, img, small in zip(detections, images, resized, strict=True):
+        for det, img, (height, width) in zip(detections, images, sizes.tolist(), strict=True):
             # undo the resize per axis (rounding makes the two factors differ slightly)
-            fy, fx = img.shape[-2] / small.shape[-2], img.shape[-1] / small.shape[-1]
+            fy, fx = img.shape[-2] / height, img.shape[-1] / width
             det["boxes"] = det["boxes"] * det["boxes"].new_tensor([fx, fy, fx, fy])
         self.train(was_training)
         return detections
@@ -215,55 +223,12 @@ class RetinaNet(nn.Module):
         """Resize `image[3, H, W]` so its short side is `min_size` and its long side at most `max_size`."""
         height, width = image.shape[-2:]
         scale = min(self.config.min_size / min(height, width), self.config.max_size / max(height, width))
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        if self.config.resize_like_torchvision:
+            # torchvision calls F.interpolate(scale_factor=scale), which floors the size, without antialiasing
+            size, antialias = (math.floor(height * scale), math.floor(width * scale)), False
+        else:
+            size, antialias = (round(height * scale), round(width * scale)), scale < 1
+        size = (max(1, size[0]), max(1, size[1]))
         if size == (height, width):
             return image
-        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=scale < 1)[0]
-
-
-def torchvision_key_map(config: RetinaConfig) -> dict[str, str]:
-    """Our parameter names -> those of torchvision's `retinanet_resnet50_fpn` (v1) for the same layer.
-
-    v1's layout is ours with `p6_from="p5"` and no head norm; its COCO weights have 91 classes.
-    """
-    renames = {
-        "backbone.stem.0.": "backbone.body.conv1.",
-        "backbone.stem.1.": "backbone.body.bn1.",
-        **{f"backbone.layer{i}.": f"backbone.body.layer{i}." for i in range(1, 5)},
-        **{f"fpn.lateral.{i}.": f"backbone.fpn.inner_blocks.{i}.0." for i in range(3)},
-        **{f"fpn.output.{i}.": f"backbone.fpn.layer_blocks.{i}.0." for i in range(3)},
-        "fpn.p6.": "backbone.fpn.extra_blocks.p6.",
-        "fpn.p7.": "backbone.fpn.extra_blocks.p7.",
-        "cls_head.predict.": "head.classification_head.cls_logits.",
-        "box_head.predict.": "head.regression_head.bbox_reg.",
-    }
-    for k in range(config.head_convs):  # our tower is [conv, relu] * k; theirs is [Conv2dNormActivation] * k
-        renames[f"cls_head.tower.{2 * k}."] = f"head.classification_head.conv.{k}.0."
-        renames[f"box_head.tower.{2 * k}."] = f"head.regression_head.conv.{k}.0."
-    return renames
-
-
-def load_torchvision_weights(model: RetinaNet, state_dict: dict[str, Tensor]) -> RetinaNet:
-    """Copy the weights of a torchvision `retinanet_resnet50_fpn` state dict into `model`, in place.
-
-    Every one of our tensors must find a tensor of the same shape; a missing key or a shape mismatch is
-    an error that lists all of them (e.g. another class count: build the model with num_classes=91).
-    """
-    if model.config.head_norm is not None or model.config.p6_from != "p5":
-        raise ValueError("torchvision's RetinaNet v1 has no head norm and P6 from P5: use head_norm=None, p6_from='p5'")
-    renames = torchvision_key_map(model.config)
-    ours = model.state_dict()
-    loaded, problems = {}, []
-    for name, tensor in ours.items():
-        prefix = next((p for p in renames if name.startswith(p)), None)
-        source = renames[prefix] + name[len(prefix) :] if prefix else name
-        if source not in state_dict:
-            problems.append(f"{name}: no {source} in the torchvision state dict")
-        elif state_dict[source].shape != tensor.shape:
-            problems.append(f"{name}: ours {list(tensor.shape)}, torchvision's {list(state_dict[source].shape)}")
-        else:
-            loaded[name] = state_dict[source]
-    if problems:
-        raise ValueError("cannot load torchvision weights:\n  " + "\n  ".join(problems))
-    model.load_state_dict(loaded)
-    return model
+        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=antialias)[0]

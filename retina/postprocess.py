@@ -42,6 +42,25 @@ def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     return torch.tensor(keep, dtype=torch.long, device=boxes.device)
 
 
+def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+    """The indices that `torchvision.ops.batched_nms` keeps (NMS within each group), best score first.
+
+    On the GPU this is torchvision's own call: one NMS over all boxes, the groups shifted apart. On the CPU,
+    torchvision runs one NMS per group but scans all K boxes for the members of each; with the thousands of
+    (image, class) groups of a batch, that scan cost more than the NMS. Sorting the boxes by group once makes
+    each group a slice of that order instead.
+    """
+    if boxes.device.type != "cpu":
+        return torchvision.ops.batched_nms(boxes, scores, groups, iou_threshold)
+    order = torch.sort(groups, stable=True).indices  # [K]
+    sizes = torch.unique_consecutive(groups[order], return_counts=True)[1].tolist()
+    kept = [
+        members[torchvision.ops.nms(boxes[members], scores[members], iou_threshold)] for members in order.split(sizes)
+    ]
+    keep = torch.cat([order[:0], *kept])  # order[:0]: an empty start, for a batch without boxes
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
 def postprocess_detections(
     cls_logits: Tensor,
     box_deltas: Tensor,
@@ -68,23 +87,29 @@ def postprocess_detections(
         anchors.split(anchors_per_level),
         strict=True,
     ):
-        level_scores = torch.sigmoid(logits.flatten(1))  # [B, N_k * C]
-        k = min(config.topk_candidates, level_scores.shape[1])
-        top_scores, top = level_scores.topk(k, dim=1)  # [B, k]
-        anchor_index = top // num_classes
+        # The k best (anchor, class) pairs of a level all belong to the k anchors with the best class logits
+        # (an anchor outside them is beaten by k pairs: their best ones). So the top-k runs over the N_k
+        # anchors, then over the k * C pairs of the winners, not over all N_k * C pairs: on the CPU that
+        # top-k took most of the post-processing time. sigmoid is increasing, so the best logits are the
+        # best scores, and only those k need the sigmoid.
+        k = min(config.topk_candidates, logits.shape[1] * num_classes)
+        best_anchors = logits.amax(dim=2).topk(min(k, logits.shape[1]), dim=1).indices  # [B, k' <= k]
+        candidates = logits.gather(1, best_anchors[..., None].expand(-1, -1, num_classes))  # [B, k', C]
+        top_logits, top = candidates.flatten(1).topk(k, dim=1)  # [B, k]
+        anchor_index = best_anchors.gather(1, top // num_classes)  # [B, k]
         top_deltas = deltas.gather(1, anchor_index[..., None].expand(-1, -1, 4))  # [B, k, 4]
         boxes.append(decode_boxes(top_deltas, level_anchors[anchor_index], config.box_weights, config.box_clip))
-        scores.append(top_scores)
+        scores.append(torch.sigmoid(top_logits))
         labels.append(top % num_classes)
     scores, boxes, labels = torch.cat(scores, 1), torch.cat(boxes, 1), torch.cat(labels, 1)  # [B, K(, 4)]
 
     boxes = clip_boxes(boxes, image_sizes[:, None, :])  # each image's own (height, width)
 
-    # One NMS call for the whole batch: a box competes only with boxes of its own image and class.
+    # NMS for the whole batch at once: a box competes only with boxes of its own image and class.
     image_index = torch.arange(batch, device=scores.device)[:, None].expand_as(scores)
     above = scores > config.score_thresh
     scores, boxes, labels, image_index = scores[above], boxes[above], labels[above], image_index[above]
-    keep = torchvision.ops.batched_nms(boxes, scores, image_index * num_classes + labels, config.nms_thresh)
+    keep = grouped_nms(boxes, scores, image_index * num_classes + labels, config.nms_thresh)
 
     # keep is sorted by score; a stable sort by image keeps that order within each image.
     keep = keep[torch.sort(image_index[keep], stable=True).indices]

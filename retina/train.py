@@ -50,7 +50,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torchvision
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -62,6 +61,7 @@ from retina.data import DatasetError, train_transforms
 from retina.evaluate import CheckpointError, evaluate_model, format_metrics, load_checkpoint, open_dataset
 from retina.losses import retina_loss
 from retina.model import RetinaNet
+from retina.pretrained import WeightsError, load_backbone_weights
 from retina.targets import DetectionCollate
 from retina.viz import plot_loss_curve
 
@@ -338,49 +338,6 @@ def ignore_sigint(worker_id: int) -> None:
 # ---------------------------------------------------------------------------------------- model and optimiser
 
 
-def load_backbone_weights(model: RetinaNet, source: str) -> None:
-    """Initialise the ResNet of `model` from ImageNet: `source` "imagenet" (torchvision's weights, downloaded once
-    into torch's hub cache) or the path of a torchvision ResNet state dict (.pth)."""
-    name = model.config.backbone
-    if source == "imagenet":
-        weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-        try:
-            state = weights.get_state_dict(progress=True)  # reads the cache when the file is there
-        except OSError as error:  # no network: URLError is an OSError
-            raise TrainingError(
-                f"cannot download the ImageNet weights of {name} ({error}). Without internet, download "
-                f"{weights.url} on a connected machine and copy it to {cached} (torchvision's cache), or pass "
-                f"--weights /path/to/{cached.name}; --weights none trains from random initialisation."
-            ) from None
-    else:
-        path = Path(source)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise TrainingError(f"cannot read backbone weights {path}: {error}") from None
-    # torchvision's names -> ours: conv1 and bn1 are our stem[0] and stem[1]; the classifier (fc) is not used.
-    stem = {"conv1": "stem.0", "bn1": "stem.1"}
-    renamed = {}
-    for key, value in state.items():
-        head, rest = key.split(".", 1)
-        if head != "fc":
-            renamed[f"{stem.get(head, head)}.{rest}"] = value
-    own = model.backbone.state_dict()
-    # FrozenBatchNorm2d keeps no num_batches_tracked: that counter of a BatchNorm file has no place to go.
-    renamed = {k: v for k, v in renamed.items() if k in own or not k.endswith("num_batches_tracked")}
-    problems = [f"{k}: missing from the file" for k in own if k not in renamed]
-    problems += [f"{k}: in the file, not in {name}" for k in renamed if k not in own]
-    problems += [
-        f"{k}: {list(renamed[k].shape)} in the file, {list(v.shape)} in {name}"
-        for k, v in own.items()
-        if k in renamed and renamed[k].shape != v.shape
-    ]
-    if problems:
-        raise TrainingError(f"{source} does not hold {name} weights:\n  " + "\n  ".join(problems[:10]))
-    model.backbone.load_state_dict(renamed)
-
-
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """SGD with momentum (the paper) or AdamW. Weight decay applies to weights only: decaying biases and the scales
     of BatchNorm / GroupNorm only pulls them to zero (the nanoGPT and detectron2 habit)."""
@@ -608,7 +565,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict:
     """Train a RetinaNet as `cfg` says; with `resume`, continue the run of that checkpoint at its next step.
 
     Returns {"status": "finished" | "interrupted", "checkpoint", "epoch", "step", "elapsed", "metrics"}.
-    Raises TrainingError, CheckpointError or DatasetError with a message saying what is wrong.
+    Raises TrainingError, CheckpointError, DatasetError or WeightsError with a message saying what is wrong.
     """
     cfg.check()
     rank, world_size, device = setup_distributed(cfg.device)
@@ -908,9 +865,9 @@ def main(argv: list[str] | None = None) -> int:
             changes["deterministic"] = True
         if args.compile:
             changes["compile"] = True
-        cfg = cfg.replace(**changes, **parse_overrides(args.set))
+        cfg = cfg.replace(**(changes | parse_overrides(args.set)))  # --set has the last word
         summary = train(cfg, resume=args.resume)
-    except (TrainingError, CheckpointError, DatasetError, ValueError) as error:
+    except (TrainingError, CheckpointError, DatasetError, WeightsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     minutes = summary["elapsed"] / 60

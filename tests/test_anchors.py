@@ -53,9 +53,11 @@ def test_equal_to_torchvision_with_its_strides_for_other_sizes(image_size):
     ours = torch.cat([level.reshape(-1, 4) for level in anchors_per_level(config, grids, tv_strides)])
     expected = torchvision_anchors(image_size, grids)
     assert torch.equal(ours, expected)
-    # The derived strides are not the nominal ones here, so the default anchors differ from torchvision's.
+    # The derived strides are not the nominal ones here, so the default anchors differ from torchvision's; the
+    # strides_from_grid setting derives them as torchvision does.
     assert tv_strides != tuple((s, s) for s in config.strides)
     assert not torch.equal(generate_anchors(config, image_size), expected)
+    assert torch.equal(generate_anchors(config.replace(strides_from_grid=True), image_size), expected)
 
 
 def test_scalar_strides_equal_pairs():

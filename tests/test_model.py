@@ -1,30 +1,19 @@
-"""retina.model against torchvision's FPN and RetinaNet, plus shapes, edge cases and a tiny overfit."""
+"""retina.model against torchvision's FPN, plus shapes, preprocessing, edge cases and a tiny overfit. The whole model
+against torchvision's RetinaNet, with its weights: tests/test_pretrained.py."""
 
 from collections import OrderedDict
 
 import pytest
 import torch
-import torchvision
-from torchvision.models.detection.retinanet import retinanet_resnet50_fpn
+import torch.nn.functional as F
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from retina import DetectionCollate, RetinaConfig, RetinaNet
 from retina.boxes import box_iou
-from retina.model import FPN, IMAGENET_MEAN, IMAGENET_STD, load_torchvision_weights
+from retina.model import FPN
 
 TINY = dict(backbone="resnet18", fpn_channels=16, head_convs=1, backbone_norm="bn", trainable_stages=5)
-
-
-def randomise_norm_stats(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """Random BatchNorm statistics and affine terms, so that copying them is actually tested."""
-    for m in module.modules():
-        if isinstance(m, (torch.nn.BatchNorm2d, torchvision.ops.FrozenBatchNorm2d)):
-            n = m.running_mean.shape[0]
-            m.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
 
 
 @pytest.mark.parametrize("p6_from", ["c5", "p5"])
@@ -53,69 +42,6 @@ def test_fpn_equals_torchvision_fpn_with_copied_weights(p6_from):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
-def torchvision_and_ours(random_stats: bool):
-    """torchvision's RetinaNet v1 with random weights (and random BatchNorm statistics, or the identity
-    statistics of a fresh model), and ours with the same weights."""
-    g = torch.Generator().manual_seed(1)
-    torch.manual_seed(1)
-    theirs = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=5).eval()
-    if random_stats:
-        randomise_norm_stats(theirs, g)
-    with torch.no_grad():  # spread the class scores so that post-processing has work to do
-        theirs.head.classification_head.cls_logits.bias.normal_(-2.0, 1.0, generator=g)
-    ours = RetinaNet(num_classes=5, p6_from="p5", trainable_stages=5).eval()
-    load_torchvision_weights(ours, theirs.state_dict())
-    return theirs, ours
-
-
-@pytest.fixture(scope="module")
-def torchvision_pair():
-    return torchvision_and_ours(random_stats=True)
-
-
-def test_weight_import_uses_every_torchvision_tensor(torchvision_pair):
-    theirs, ours = torchvision_pair
-    their_keys = {k for k in theirs.state_dict() if not k.endswith("num_batches_tracked")}
-    assert len(ours.state_dict()) == len(their_keys) == 301
-
-
-def test_forward_equals_torchvision_backbone_and_head(torchvision_pair):
-    theirs, ours = torchvision_pair
-    images = torch.rand(2, 3, 128, 256)
-    normalised = (images - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
-    with torch.no_grad():
-        features = list(theirs.backbone(normalised).values())
-        head = theirs.head(features)
-        cls_logits, box_deltas = ours(images)
-    torch.testing.assert_close(cls_logits, head["cls_logits"], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(box_deltas, head["bbox_regression"], rtol=1e-4, atol=1e-4)
-
-
-def test_detect_equals_torchvision_end_to_end():
-    # Identity statistics: random ones blow activations up until float rounding reorders near-tied scores.
-    theirs, ours = torchvision_and_ours(random_stats=False)
-    # sizes that need no resize and pad the same way (multiples of 128), so both see identical tensors
-    images = [torch.rand(3, 256, 384), torch.rand(3, 256, 384)]
-    theirs.transform.min_size, theirs.transform.max_size = (256,), 384
-    ours.config = ours.config.replace(min_size=256, max_size=384)
-    expected = theirs(images)
-    got = ours.detect(images)
-    for g, e in zip(got, expected, strict=True):
-        assert len(e["boxes"]) > 10
-        torch.testing.assert_close(g["scores"], e["scores"], rtol=1e-4, atol=1e-5)
-        # Near-tied scores may come out in another order, so compare detections as sets: every one of
-        # ours has a torchvision detection of the same class with the same box.
-        same_class = g["labels"][:, None] == e["labels"][None, :]
-        agreement = torch.where(same_class, box_iou(g["boxes"], e["boxes"]), 0).max(dim=1).values
-        assert agreement.min() > 0.999
-
-
-def test_import_of_another_class_count_lists_the_mismatch(torchvision_pair):
-    theirs, _ = torchvision_pair
-    with pytest.raises(ValueError, match=r"cls_head.predict.weight: ours \[27, 256, 3, 3\], torchvision's \[45"):
-        load_torchvision_weights(RetinaNet(num_classes=3, p6_from="p5"), theirs.state_dict())
-
-
 @pytest.mark.parametrize("size", [(97, 131), (128, 128), (32, 200), (1, 1)])
 def test_forward_shapes_match_the_anchors_for_any_size(size):
     model = RetinaNet(num_classes=3, **TINY).eval()
@@ -135,6 +61,18 @@ def test_prior_initialisation_gives_pi_everywhere():
     # the head's last conv has std 0.01 weights, so every probability stays close to pi
     assert abs(probs.mean().item() - 0.01) < 1e-3
     assert 0.005 < probs.min() and probs.max() < 0.02
+
+
+def test_preprocess_rounds_antialiases_and_pads_with_black():
+    model = RetinaNet(num_classes=2, **TINY)  # 800 / 1333, padded to 128
+    images = [torch.rand(3, 480, 640), torch.rand(3, 1600, 1200)]
+    batch, sizes = model.preprocess(images)
+    # 640 * 800 / 480 = 1066.7: rounded to 1067 (torchvision's resize floors it to 1066)
+    assert sizes.tolist() == [[800, 1067], [1067, 800]] and batch.shape == (2, 3, 1152, 1152)
+    # shrunk with antialiasing (torchvision's resize does not antialias)
+    shrunk = F.interpolate(images[1][None], size=(1067, 800), mode="bilinear", antialias=True)[0]
+    assert torch.equal(batch[1, :, :1067, :800], shrunk)
+    assert not batch[0, :, 800:].any() and not batch[0, :, :, 1067:].any()
 
 
 def test_detect_handles_uint8_small_and_rejects_bad_channels():

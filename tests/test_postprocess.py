@@ -7,7 +7,7 @@ from torchvision.models.detection.retinanet import retinanet_resnet50_fpn
 
 from retina import RetinaConfig
 from retina.anchors import anchors_per_level_counts, generate_anchors
-from retina.postprocess import batched_nms, nms, postprocess_detections
+from retina.postprocess import batched_nms, grouped_nms, nms, postprocess_detections
 
 
 def clustered_boxes(n: int, generator: torch.Generator, exact_copies: int = 20) -> torch.Tensor:
@@ -45,6 +45,18 @@ def test_teaching_batched_nms_keeps_what_torchvision_keeps(seed):
     assert torch.equal(got, expected)
     # a box only suppresses boxes of its own group: more survive than with plain NMS
     assert len(got) > len(nms(boxes, scores, 0.5))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_grouped_nms_keeps_what_torchvision_keeps(seed):
+    g = torch.Generator().manual_seed(seed)
+    boxes = clustered_boxes(3000, g)  # over 1000 boxes: torchvision's CPU path loops over the groups
+    scores = torch.rand(3000, generator=g)  # distinct, so that the order is defined
+    groups = torch.randint(0, 300, (3000,), generator=g)
+    expected = torchvision.ops.batched_nms(boxes, scores, groups, 0.5)
+    assert torch.equal(grouped_nms(boxes, scores, groups, 0.5), expected)
+    empty = grouped_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5)
+    assert empty.shape == (0,) and empty.dtype == torch.long
 
 
 def test_nms_of_nothing_and_of_one_box():

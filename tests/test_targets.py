@@ -10,7 +10,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
 from retina.anchors import anchors_per_level, generate_anchors, grid_sizes
-from retina.config import RetinaConfig
+from retina.config import IMAGENET_MEAN, RetinaConfig
 from retina.targets import (
     BACKGROUND,
     IGNORE,
@@ -285,6 +285,15 @@ def test_detection_collate(gen):
     assert set(out["cls_targets"][1].unique().tolist()) == {IGNORE, BACKGROUND, 0, 2}  # box 2 (label 1) ignored
     without_ignore = reference_match(batch[1][1]["boxes"], tv_anchors)
     assert ((without_ignore == 2) & (out["cls_targets"][1] == IGNORE)).any()
+
+
+def test_detection_collate_pads_with_the_mean_colour_when_asked(gen):
+    batch = _collate_batch(gen)
+    images = DetectionCollate(RetinaConfig(num_classes=3, pad_with_mean=True))(batch)["images"]
+    assert torch.equal(images[0, :, :100, :90], batch[0][0])
+    # the bottom-right padding holds ImageNet's mean colour, which normalisation turns into 0, as in torchvision
+    assert torch.equal(images[0, :, 100:, :], torch.tensor(IMAGENET_MEAN)[:, None, None].expand(3, 284, 384))
+    assert torch.equal(images[0, :, :, 90:], torch.tensor(IMAGENET_MEAN)[:, None, None].expand(3, 384, 294))
 
 
 @pytest.mark.parametrize(

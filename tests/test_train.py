@@ -20,15 +20,8 @@ from retina.config import RetinaConfig
 from retina.data import generate_shapes
 from retina.evaluate import CheckpointError, load_checkpoint
 from retina.model import RetinaNet
-from retina.train import (
-    EpochBatches,
-    TrainConfig,
-    TrainingError,
-    load_backbone_weights,
-    lr_factor,
-    main,
-    train,
-)
+from retina.pretrained import WeightsError
+from retina.train import EpochBatches, TrainConfig, TrainingError, lr_factor, main, train
 
 
 @pytest.fixture(scope="module")
@@ -281,13 +274,12 @@ def test_batch_larger_than_dataset(shapes, tmp_path):
         train(tiny(shapes, tmp_path, batch_size=16))
 
 
-def test_backbone_weights_from_a_torchvision_file(tmp_path):
-    model = RetinaNet(num_classes=2, backbone="resnet18", fpn_channels=16)
-    resnet = torchvision.models.resnet18()
-    torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
-    load_backbone_weights(model, str(tmp_path / "resnet18.pth"))
-    assert torch.equal(model.backbone.stem[0].weight, resnet.conv1.weight)
-    assert torch.equal(model.backbone.layer4[1].bn2.running_var, resnet.layer4[1].bn2.running_var)
+def test_backbone_weights_that_do_not_fit_stop_the_run_with_a_clear_error(shapes, tmp_path, capsys):
+    # the loader itself is tested in tests/test_pretrained.py; here: the run stops before training, the CLI says why
     torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "resnet34.pth")
-    with pytest.raises(TrainingError, match="does not hold resnet18 weights"):
-        load_backbone_weights(model, str(tmp_path / "resnet34.pth"))
+    with pytest.raises(WeightsError, match="does not hold resnet18 weights"):
+        train(tiny(shapes, tmp_path / "run", backbone_weights=str(tmp_path / "resnet34.pth")))
+    missing = tmp_path / "missing.pth"
+    args = ["--data", str(shapes), "--out", str(tmp_path / "cli"), "--batch-size", "4", "--weights", str(missing)]
+    assert main([*args, "--workers", "0", "--val-split", ""]) == 1
+    assert f"error: cannot read backbone weights {missing}" in capsys.readouterr().err
