@@ -612,7 +612,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict:
         collate_fn=DetectionCollate(config),  # matching happens here, in the workers
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=cfg.num_workers > 0,
+        # Not persistent: each epoch's workers end with its loop, also when a time budget or Ctrl-C breaks it off.
+        # Persistent workers outlive train() inside the DataLoader, and a second run in the same process (a
+        # notebook's resume) forks its workers while the first run's are still referenced.
+        persistent_workers=False,
         worker_init_fn=ignore_sigint,
     )
     val_set = open_dataset(cfg.data, cfg.val_split, cfg.data_format) if cfg.val_split and is_main else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -154,6 +155,8 @@ def test_ctrl_c_then_resume_equals_uninterrupted(shapes, tmp_path, monkeypatch, 
     signal_at_call(monkeypatch, "batch_losses", interrupt_call)
     first = train(cfg)
     assert first["status"] == "interrupted" and first["step"] == interrupt_call
+    # its worker ended with it: a stale one would be inherited by the next run's forked workers
+    assert multiprocessing.active_children() == []
     checkpoint = load_checkpoint(tmp_path / "last.pt")  # valid, and at the exact step
     assert checkpoint["progress"]["step"] == interrupt_call
     assert checkpoint["progress"]["batch"] == interrupt_call % 2
