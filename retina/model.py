@@ -30,7 +30,13 @@ from retina.losses import retina_loss
 from retina.postprocess import postprocess_detections
 from retina.targets import as_image_tensor, pad_images
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+RESNETS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101")
+
+
+def resnet10(**kwargs) -> torchvision.models.ResNet:
+    """torchvision's ResNet with one BasicBlock per stage (ResNet-18 has two): half its compute, for training from
+    scratch on a small budget. torchvision ships no ImageNet weights for it."""
+    return torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], **kwargs)
 
 
 class ResNetBackbone(nn.Module):
@@ -45,7 +51,8 @@ class ResNetBackbone(nn.Module):
         if not 0 <= trainable_stages <= 5:
             raise ValueError(f"trainable_stages must be in 0..5, got {trainable_stages}")
         norm_layer = partial(FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d, eps=eps)
-        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
+        build = resnet10 if name == "resnet10" else partial(getattr(torchvision.models, name), weights=None)
+        resnet = build(norm_layer=norm_layer)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         expansion = 4 if name in ("resnet50", "resnet101") else 1  # Bottleneck vs BasicBlock

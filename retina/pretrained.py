@@ -194,6 +194,8 @@ def load_backbone_weights(model: RetinaNet, source: str) -> None:
     """Initialise the ResNet of `model` from ImageNet: `source` "imagenet" (torchvision's weights, downloaded once
     into torch's hub cache) or the path of a torchvision ResNet state dict (.pth)."""
     name = model.config.backbone
+    if source == "imagenet" and name not in torchvision.models.list_models(torchvision.models):
+        raise WeightsError(f"torchvision has no ImageNet weights for {name}: train it from scratch (--weights none)")
     if source == "imagenet":
         weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
         hint = (

@@ -6,6 +6,7 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -128,3 +129,15 @@ def test_small_model_overfits_one_image_and_finds_its_box():
     det = model.detect([image])[0]
     assert det["labels"][0] == 1
     assert box_iou(det["boxes"][:1], box).item() > 0.9
+
+
+def test_resnet10_is_resnet18_with_one_block_per_stage():
+    ours = RetinaNet(num_classes=2, **(TINY | {"backbone": "resnet10"})).backbone
+    reference = torchvision.models.resnet18()
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        stage, reference_stage = getattr(ours, name), getattr(reference, name)
+        assert len(stage) == 1 and len(reference_stage) == 2
+        # the one block is ResNet-18's first block of the stage, stride and downsampling included
+        assert [p.shape for p in stage[0].parameters()] == [p.shape for p in reference_stage[0].parameters()]
+    features = ours(torch.rand(1, 3, 64, 96))
+    assert [f.shape for f in features] == [(1, 128, 8, 12), (1, 256, 4, 6), (1, 512, 2, 3)]

@@ -265,3 +265,9 @@ def test_imagenet_weights_offline_say_what_to_download_and_where(offline):
     message = str(error.value)
     assert f"download {url} on a connected machine and copy it to {offline / Path(url).name}" in message
     assert "--weights none" in message
+
+
+def test_no_imagenet_weights_for_resnet10():
+    model = retina.RetinaNet(num_classes=2, backbone="resnet10", fpn_channels=16)
+    with pytest.raises(WeightsError, match="no ImageNet weights for resnet10.*--weights none"):
+        load_backbone_weights(model, "imagenet")
