@@ -30,7 +30,7 @@ demo: setup
 	$(PY) -m retina data shapes --out data/shapes
 	$(DEMO_PY) -m retina train --preset cpu --data data/shapes --out $(DEMO_RUN) --val-split ""
 	$(DEMO_PY) -m retina evaluate --checkpoint $(DEMO_RUN)/last.pt --data data/shapes --split val \
-		--out out/metrics.json --pr-curve out/pr_curve.png
+		--out out/metrics.json --pr-curve out/pr_curve.png --class-agnostic
 	cp $(DEMO_RUN)/loss_curve.png out/loss_curve.png
 	cp $(DEMO_RUN)/metrics.jsonl out/train_log.jsonl
 	$(DEMO_PY) -m retina detect --checkpoint $(DEMO_RUN)/last.pt --out out/detections \

@@ -10,11 +10,16 @@ AR10, AR100). pycocotools' `COCOeval` computes all of it; this module feeds it:
                   `ignore` (VOC "difficult") become `iscrowd`: a detection on them is neither rewarded nor punished
     detections    `model.detect`'s {"boxes" xyxy, "scores", "labels"} per image, as COCO results (xywh, category id)
 
+Where the errors are: `class_agnostic` takes the classes away (every box one class "object", detections merged over
+classes by NMS). Its AP measures how well the detector finds and places objects; the gap down to the ordinary AP
+is what telling the classes apart still costs.
+
 Also here, because evaluation starts from a trained model: reading the checkpoints `retina.train` writes
 (`load_checkpoint`, `load_model`, with clear errors for a missing, truncated or foreign file) and opening a
 dataset split by directory (`open_dataset`). The command line:
 
     python -m retina evaluate --checkpoint runs/cpu/last.pt [--data data/shapes --split val] [--out metrics.json]
+                              [--class-agnostic]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchvision.ops import nms
 from tqdm import tqdm
 
 from retina.config import RetinaConfig
@@ -209,6 +215,24 @@ def coco_evaluate(
     return metrics, evaluator
 
 
+def class_agnostic(
+    ground_truth: COCO, detections: list[dict[str, Tensor]], nms_thresh: float
+) -> tuple[COCO, list[dict[str, Tensor]]]:
+    """The same evaluation without classes: the ground truth with every box in one category "object" (id 1), and
+    the detections of each image merged over classes by NMS at `nms_thresh` (a box found as two classes is one
+    detection), all labelled 0. Evaluate them with `coco_evaluate(gt, image_ids, merged, [1], ["object"])`."""
+    gt = ground_truth.dataset
+    annotations = [{**annotation, "category_id": 1} for annotation in gt["annotations"]]
+    merged_gt = _coco_index(
+        {"images": gt["images"], "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
+    )
+    merged = []
+    for det in detections:
+        keep = nms(det["boxes"].float(), det["scores"].float(), nms_thresh)
+        merged.append({"boxes": det["boxes"][keep], "scores": det["scores"][keep], "labels": det["labels"][keep] * 0})
+    return merged_gt, merged
+
+
 def per_class_ap(evaluator: COCOeval, classes: list[str]) -> dict[str, float | None]:
     """AP (IoU 0.50:0.95, all areas, 100 detections) of each class; None for a class without ground truth."""
     precision = evaluator.eval["precision"]  # [T, R, K, A, M]; -1 where a class has no ground truth
@@ -242,10 +266,12 @@ def evaluate_model(
     batch_size: int = 8,
     num_workers: int = 0,
     progress: bool = False,
+    with_class_agnostic: bool = False,
 ) -> tuple[dict, COCOeval]:
     """COCO mAP of `model` on `dataset` (built without transforms); see `coco_evaluate` for what is returned.
 
     `classes` are the model's class names; they must equal the dataset's (a label means the same class).
+    `with_class_agnostic` adds `metrics["class_agnostic"]`: the metrics of the same detections without classes.
     """
     classes = list(dataset.classes) if classes is None else list(classes)
     if classes != list(dataset.classes):
@@ -260,6 +286,10 @@ def evaluate_model(
     metrics, evaluator = coco_evaluate(ground_truth, image_ids, detections, cat_ids, classes)
     metrics["num_images"] = len(image_ids)
     metrics["images_per_second"] = len(image_ids) / max(seconds, 1e-9)
+    if with_class_agnostic:
+        merged_gt, merged = class_agnostic(ground_truth, detections, model.config.nms_thresh)
+        agnostic = coco_evaluate(merged_gt, image_ids, merged, [1], ["object"])[0]
+        metrics["class_agnostic"] = {name: agnostic[name] for name in METRIC_NAMES}
     return metrics, evaluator
 
 
@@ -291,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", type=Path, default=None, help="write the metrics to this JSON file")
     parser.add_argument("--pr-curve", type=Path, default=None, help="plot the precision-recall curves to this PNG")
+    parser.add_argument(
+        "--class-agnostic", action="store_true", help="also evaluate without classes: how well objects are found"
+    )
     args = parser.parse_args(argv)
     try:
         checkpoint = load_checkpoint(args.checkpoint)
@@ -302,19 +335,32 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckpointError(f"{args.checkpoint} does not say which data it was trained on: pass --data")
         dataset = open_dataset(data, split, fmt)
         model, classes = load_model(checkpoint, args.device)
-        metrics, evaluator = evaluate_model(model, dataset, classes, args.batch_size, args.workers, progress=True)
+        metrics, evaluator = evaluate_model(
+            model,
+            dataset,
+            classes,
+            args.batch_size,
+            args.workers,
+            progress=True,
+            with_class_agnostic=args.class_agnostic,
+        )
     except (CheckpointError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"{args.checkpoint} on {data} ({split}, {len(dataset)} images, {metrics['images_per_second']:.1f} img/s)")
     print(format_metrics(metrics))
-    report = {"checkpoint": str(args.checkpoint), "data": str(data), "split": split, **metrics}
+    if args.class_agnostic:
+        agnostic = metrics["class_agnostic"]
+        print(
+            "without classes: " + "  ".join(f"{name} {agnostic[name]:.3f}" for name in ("AP", "AP50", "AP75", "AR100"))
+        )
+    report = {"checkpoint": str(args.checkpoint), "data": str(data), "split": split, **_rounded(metrics)}
     for key in ("progress", "train_config"):  # how the model was trained: steps, seconds, the recipe
         if key in checkpoint:
             report[key] = checkpoint[key]
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(_rounded(report), indent=2) + "\n")
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
     if args.pr_curve:
         from retina.viz import plot_pr_curves  # viz imports this module: import it only when plotting

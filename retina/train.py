@@ -593,6 +593,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict:
     if cfg.batch_size % world_size:
         raise TrainingError(f"batch_size {cfg.batch_size} does not split evenly over {world_size} processes")
     config = cfg.model.replace(num_classes=len(classes))
+    cfg = replace(cfg, model=config)  # the checkpoint's train_config then records the model that was trained
     transforms = train_transforms(
         min_size=cfg.train_sizes or config.min_size,
         max_size=config.max_size,

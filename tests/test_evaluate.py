@@ -10,11 +10,13 @@ import pytest
 import torch
 from pycocotools.cocoeval import Params
 from torchmetrics.detection import MeanAveragePrecision
+from torchvision.ops import nms
 
 from retina.config import RetinaConfig
 from retina.data import VOCDetection, generate_shapes, shapes_dataset
 from retina.evaluate import (
     CheckpointError,
+    class_agnostic,
     coco_evaluate,
     coco_from_targets,
     dataset_ground_truth,
@@ -85,6 +87,52 @@ def test_equals_torchmetrics(gen, make_boxes):
     assert 0.1 < ours["AP"] < 0.9  # a real mix of hits and misses, not a degenerate case
 
 
+def test_class_agnostic_equals_torchmetrics_micro_average(gen, make_boxes):
+    targets, detections = random_scene(gen, make_boxes)
+    # each detection also found once more, shifted by a pixel, as the next class with a lower score: duplicates
+    # that only a merge over the classes removes
+    detections = [
+        {
+            "boxes": torch.cat([d["boxes"], d["boxes"] + 1]),
+            "scores": torch.cat([d["scores"], d["scores"] * 0.9]),
+            "labels": torch.cat([d["labels"], (d["labels"] + 1) % len(CLASSES)]),
+        }
+        for d in detections
+    ]
+    gt = coco_from_targets(targets, [(200, 300)] * len(targets), CLASSES)
+    image_ids = [t["image_id"] for t in targets]
+    merged_gt, merged = class_agnostic(gt, detections, nms_thresh=0.5)
+    ours = coco_evaluate(merged_gt, image_ids, merged, [1], ["object"])[0]
+
+    # the reference: torchvision's NMS over all classes, then torchmetrics with every class pooled into one
+    kept = [nms(d["boxes"], d["scores"], 0.5) for d in detections]
+    assert sum(map(len, kept)) < sum(len(d["boxes"]) for d in detections)  # the merge removed duplicates
+    thresholds = {"iou_thresholds": COCO_PARAMS.iouThrs.tolist(), "rec_thresholds": COCO_PARAMS.recThrs.tolist()}
+    metric = MeanAveragePrecision(iou_type="bbox", average="micro", **thresholds)
+    metric.update(
+        [{key: d[key][k] for key in ("boxes", "scores", "labels")} for d, k in zip(detections, kept, strict=True)],
+        [{"boxes": t["boxes"], "labels": t["labels"], "iscrowd": t["ignore"].long()} for t in targets],
+    )
+    theirs = metric.compute()
+    for ours_name, their_name in {"AP": "map", "AP50": "map_50", "AP75": "map_75", "AR100": "mar_100"}.items():
+        assert ours[ours_name] == pytest.approx(theirs[their_name].item(), abs=1e-6), ours_name
+    with_classes = coco_evaluate(gt, image_ids, detections, [1, 2, 3, 4], CLASSES)[0]
+    assert ours["AP"] > with_classes["AP"]  # the wrong-class detections now count
+
+
+def test_class_agnostic_forgives_only_the_class():
+    box = torch.tensor([[10.0, 10.0, 60.0, 60.0], [100.0, 100.0, 150.0, 150.0]])
+    target = {"boxes": box, "labels": torch.tensor([0, 1]), "image_id": 1}
+    gt = coco_from_targets([target], [(200, 200)], ["a", "b"])
+    swapped = {"boxes": box, "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 0])}
+    assert coco_evaluate(gt, [1], [swapped], [1, 2], ["a", "b"])[0]["AP"] == pytest.approx(0.0)
+    merged_gt, merged = class_agnostic(gt, [swapped], nms_thresh=0.5)
+    assert coco_evaluate(merged_gt, [1], merged, [1], ["object"])[0]["AP"] == pytest.approx(1.0)
+    misplaced = {**swapped, "boxes": box + 30}  # IoU 0.2 and 0: no class makes these right
+    merged_gt, merged = class_agnostic(gt, [misplaced], nms_thresh=0.5)
+    assert coco_evaluate(merged_gt, [1], merged, [1], ["object"])[0]["AP"] == pytest.approx(0.0)
+
+
 def test_ignored_boxes_neither_rewarded_nor_punished():
     box = torch.tensor([[10.0, 10.0, 60.0, 60.0], [100.0, 100.0, 150.0, 150.0]])
     target = {"boxes": box, "labels": torch.tensor([0, 0]), "ignore": torch.tensor([False, True]), "image_id": 1}
@@ -127,7 +175,7 @@ def random_checkpoint(path: Path, classes: list[str], data: Path | None = None) 
     model = RetinaNet(num_classes=len(classes), config=config)
     state = {"model": model.state_dict(), "model_config": model.config.to_dict(), "classes": classes}
     if data is not None:
-        state["train_config"] = {"data": str(data), "val_split": "val", "data_format": "auto"}
+        state["train_config"] = {"data": str(data), "val_split": "val", "data_format": "auto", "lr": 1.25e-5}
     save_checkpoint(path, state)
     return path
 
@@ -136,10 +184,13 @@ def test_evaluate_command(shapes, tmp_path):
     classes = shapes_dataset(shapes, "val").classes
     checkpoint = random_checkpoint(tmp_path / "model.pt", classes, data=shapes)
     out, png = tmp_path / "metrics.json", tmp_path / "pr.png"
-    assert main(["--checkpoint", str(checkpoint), "--out", str(out), "--pr-curve", str(png), "--workers", "0"]) == 0
+    args = ["--checkpoint", str(checkpoint), "--out", str(out), "--pr-curve", str(png), "--workers", "0"]
+    assert main([*args, "--class-agnostic"]) == 0
     metrics = json.loads(out.read_text())
+    assert set(metrics["class_agnostic"]) >= {"AP", "AP50", "AR100"}
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "per_class_AP"} <= set(metrics)
     assert set(metrics["per_class_AP"]) == set(classes) and metrics["num_images"] == 6
+    assert metrics["train_config"]["lr"] == 1.25e-5  # the metrics are rounded, the recipe is copied as it is
     assert png.stat().st_size > 0
 
 

@@ -195,7 +195,9 @@ def test_checkpoint_holds_the_whole_run_as_plain_data(uninterrupted):
         checkpoint
     )
     assert set(checkpoint["rng"]) == {"torch", "cuda", "numpy", "python"}
-    assert TrainConfig.from_dict(checkpoint["train_config"]).model.fpn_channels == 16
+    trained = TrainConfig.from_dict(checkpoint["train_config"]).model
+    assert trained.fpn_channels == 16
+    assert trained.to_dict() == checkpoint["model_config"]  # the recipe records the detector it built (8 classes)
     assert RetinaConfig.from_dict(checkpoint["model_config"]).num_classes == len(checkpoint["classes"]) == 8
     assert not list(uninterrupted.parent.glob("*.tmp"))  # the atomic write left no temporary file
 
