@@ -229,7 +229,7 @@ def class_agnostic(
     merged = []
     for det in detections:
         keep = nms(det["boxes"].float(), det["scores"].float(), nms_thresh)
-        merged.append({"boxes": det["boxes"][keep], "scores": det["scores"][keep], "labels": det["labels"][keep] * 0})
+        merged.append({"boxes": det["boxes"][keep], "scores": det["scores"][keep], "labels": torch.zeros_like(keep)})
     return merged_gt, merged
 
 

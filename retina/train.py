@@ -157,7 +157,7 @@ class TrainConfig:
         """The demo: trained from scratch on the 256 px shapes set for 10 minutes on 2 CPU cores.
 
         From scratch every layer must learn and normalise: trainable BatchNorm in the ResNet-10 (torchvision's ResNet
-        with one block per stage: 1.6x the images per second of ResNet-18, AP50 0.29 -> 0.42-0.46), GroupNorm in the
+        with one block per stage: 1.6x the images per second of ResNet-18, AP50 0.29 -> 0.42-0.47), GroupNorm in the
         heads. Narrow 64-channel FPN and heads, anchors 16..256 px for 12..150 px objects (cell-centred), GIoU
         box loss, AdamW with warm-up and a cosine schedule run over the wall-clock budget; batches of 8 (twice the
         updates of 16 in the same time) at a high learning rate, channels-last convolutions. Notebook 05 explains
