@@ -22,6 +22,9 @@ class RetinaConfig:
 
     # backbone (Sec. 4 "Architecture")
     backbone: str = "resnet50"  # resnet10 | resnet18 | resnet34 | resnet50 | resnet101 (torchvision's ResNet)
+    # channels of the stem and the first stage, doubled by each later stage: 64 is torchvision's ResNets (the only
+    # width with ImageNet weights); resnet10, the from-scratch backbone, may be narrower or wider
+    backbone_width: int = 64
     backbone_norm: str = "frozen_bn"  # frozen_bn: BatchNorm with fixed statistics; bn: trainable BatchNorm
     backbone_norm_eps: float = 1e-5  # the BatchNorm eps; 0.0 for torchvision's v1 COCO weights, trained with 0.0
     trainable_stages: int = 3  # how many of the ResNet stages layer4, layer3, ... (and conv1 at 5) train

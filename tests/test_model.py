@@ -12,7 +12,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from retina import DetectionCollate, RetinaConfig, RetinaNet
 from retina.boxes import box_iou
-from retina.model import FPN
+from retina.model import FPN, resnet10
 
 TINY = dict(backbone="resnet18", fpn_channels=16, head_convs=1, backbone_norm="bn", trainable_stages=5)
 
@@ -111,7 +111,11 @@ def test_frozen_stages_do_not_train():
 def test_small_model_overfits_one_image_and_finds_its_box():
     torch.manual_seed(0)
     config = RetinaConfig(
-        num_classes=2, min_size=128, max_size=128, anchor_sizes=(16, 32, 64, 128, 256), head_norm="gn",
+        num_classes=2,
+        min_size=128,
+        max_size=128,
+        anchor_sizes=(16, 32, 64, 128, 256),
+        head_norm="gn",
         **{**TINY, "fpn_channels": 32, "head_convs": 2},
     )
     model = RetinaNet(config=config)
@@ -141,3 +145,42 @@ def test_resnet10_is_resnet18_with_one_block_per_stage():
         assert [p.shape for p in stage[0].parameters()] == [p.shape for p in reference_stage[0].parameters()]
     features = ours(torch.rand(1, 3, 64, 96))
     assert [f.shape for f in features] == [(1, 128, 8, 12), (1, 256, 4, 6), (1, 512, 2, 3)]
+
+
+def test_resnet10_equals_torchvisions_resnet_with_one_block_per_stage():
+    torch.manual_seed(0)
+    reference = torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1]).eval()
+    ours = resnet10().eval()
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    ours.load_state_dict(state)  # strict: the same modules, names and shapes
+    x = torch.rand(2, 3, 70, 90)
+    with torch.no_grad():
+        expected, got = x, x
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            expected, got = getattr(reference, name)(expected), getattr(ours, name)(got)
+    torch.testing.assert_close(got, expected)
+    # torchvision's initialisation: He normal (fan out) for every conv
+    conv = ours.layer3[0].conv1
+    fan_out = conv.out_channels * 9
+    assert abs(conv.weight.std().item() - (2 / fan_out) ** 0.5) < 0.05 * (2 / fan_out) ** 0.5
+
+
+@pytest.mark.parametrize("width", [16, 32])
+def test_narrow_resnet10_scales_every_stage(width):
+    wide = RetinaNet(num_classes=2, **(TINY | {"backbone": "resnet10"})).backbone
+    narrow = RetinaNet(num_classes=2, **(TINY | {"backbone": "resnet10", "backbone_width": width})).backbone
+    ratio = 64 // width
+    for (name, w), (_, n) in zip(wide.named_parameters(), narrow.named_parameters(), strict=True):
+        in_ratio = 1 if name == "stem.0.weight" else ratio  # the stem's input is the 3 image channels
+        expected = (
+            (w.shape[0] // ratio, w.shape[1] // in_ratio, *w.shape[2:]) if w.ndim == 4 else (w.shape[0] // ratio,)
+        )
+        assert n.shape == expected, name
+    features = narrow(torch.rand(1, 3, 64, 96))
+    assert [f.shape for f in features] == [(1, 2 * width, 8, 12), (1, 4 * width, 4, 6), (1, 8 * width, 2, 3)]
+    assert narrow.out_channels == [2 * width, 4 * width, 8 * width]
+
+
+def test_only_resnet10_takes_another_width():
+    with pytest.raises(ValueError, match="backbone_width 32: torchvision's resnet18 is 64 wide"):
+        RetinaNet(num_classes=2, **(TINY | {"backbone_width": 32}))
