@@ -60,7 +60,7 @@ def resnet10(width: int = 64, norm_layer: Callable[[int], nn.Module] = nn.BatchN
 
 
 class ResNetBackbone(nn.Module):
-    """A torchvision ResNet without its classifier; returns [C3, C4, C5] (strides 8, 16, 32)."""
+    """A ResNet (torchvision's, or `resnet10`) without its classifier; returns [C3, C4, C5] (strides 8, 16, 32)."""
 
     def __init__(
         self,
