@@ -73,7 +73,9 @@ class ResNetBackbone(nn.Module):
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"unknown backbone {name!r}; expected one of {RESNETS}")
-        if width < 1 or (width != 64 and name != "resnet10"):
+        if width < 1:
+            raise ValueError(f"backbone_width must be at least 1, got {width}")
+        if width != 64 and name != "resnet10":
             raise ValueError(f"backbone_width {width}: torchvision's {name} is 64 wide; only resnet10 takes another")
         if norm not in ("frozen_bn", "bn"):
             raise ValueError(f"unknown backbone_norm {norm!r}; expected 'frozen_bn' or 'bn'")

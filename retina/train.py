@@ -158,8 +158,8 @@ class TrainConfig:
 
         From scratch every layer must learn and normalise: trainable BatchNorm in the backbone, GroupNorm in the
         heads. The backbone is sized to the budget: a ResNet-10 (ResNet-18 with one block per stage) at half
-        torchvision's width, 32..256 channels, takes 1.5x the steps of the 64-wide one in the same time (2.4x
-        ResNet-18's) and learns about as much from each of these few thousand steps (AP50 after 570 s: 0.29 with
+        torchvision's width, 32..256 channels, takes 1.3-1.6x the steps of the 64-wide one in the same time (about
+        2.4x ResNet-18's) and learns about as much from each of these few thousand steps (AP50 after 570 s: 0.29 with
         ResNet-18, 0.42-0.47 with ResNet-10, 0.46-0.62 at half width). Narrow 64-channel FPN and heads, anchors
         16..256 px for 12..150 px objects (cell-centred), GIoU box loss, AdamW with warm-up and a cosine schedule
         run over the wall-clock budget; batches of 8 at a high learning rate, channels-last convolutions.

@@ -184,3 +184,5 @@ def test_narrow_resnet10_scales_every_stage(width):
 def test_only_resnet10_takes_another_width():
     with pytest.raises(ValueError, match="backbone_width 32: torchvision's resnet18 is 64 wide"):
         RetinaNet(num_classes=2, **(TINY | {"backbone_width": 32}))
+    with pytest.raises(ValueError, match="backbone_width must be at least 1, got 0"):
+        RetinaNet(num_classes=2, **(TINY | {"backbone": "resnet10", "backbone_width": 0}))
