@@ -7,12 +7,13 @@ by 10 at 60k and 80k, horizontal flips as the only augmentation, the ResNet init
 
     paper   ResNet-50-FPN, 800 / 1333 px, batch 16, SGD 0.01, step decay, frozen BN, ImageNet backbone (GPUs)
     colab   the same detector on one 16 GB T4 GPU: 512 / 853 px, batch 8, SGD 0.005, fp16 with a gradient scaler
-    cpu     the demo: a half-width ResNet-10 detector trained from scratch on the shapes set, 10 minutes on 2 cores
+    cpu     the demo: a quarter-width ResNet-10 detector trained from scratch on the shapes set, 10 minutes on 2 cores
 
 `train(cfg)` reads top to bottom: data -> model -> optimiser -> (resume) -> per step: learning rate, forward, loss,
 NaN guard, backward, clip, update -> per epoch: checkpoint, evaluation. Along the way:
 
-- anchor matching runs in the DataLoader workers (`retina.targets.DetectionCollate`), not in the training process;
+- anchor matching runs in the DataLoader's collate_fn (`retina.targets.DetectionCollate`): in its worker processes,
+  when there are any (the cpu preset has none: there, both cores train);
 - the data a step sees depends on nothing but (seed, epoch, step): the epoch's order is a permutation seeded with
   seed + epoch, and each sample is augmented under its own RNG seed, seed + epoch * N + index. The number of
   workers or processes, and resuming, change nothing;
@@ -22,9 +23,10 @@ NaN guard, backward, clip, update -> per epoch: checkpoint, evaluation. Along th
 - Ctrl-C finishes the current step, writes the checkpoint and stops; a second Ctrl-C stops at once (the previous
   checkpoint stays intact, since writes are atomic);
 - a NaN or inf loss stops the run before it touches the weights, naming the step and the loss term;
-- several GPUs or machines: `torchrun --nproc_per_node N -m retina train ...` (DistributedDataParallel).
+- several GPUs, machines or CPU cores: `torchrun --nproc_per_node N -m retina train ...` (DistributedDataParallel;
+  on CPUs over Gloo, one thread per process).
 
-    python -m retina train --preset cpu                         # the demo (make demo)
+    torchrun --nproc_per_node 2 -m retina train --preset cpu    # the demo (make demo): one process per core
     python -m retina train --preset paper --data data/coco --train-split train2017 --val-split val2017
     torchrun --nproc_per_node 8 -m retina train --preset paper --data data/coco ...
     python -m retina train --resume runs/cpu/last.pt            # continue an interrupted run
@@ -87,6 +89,7 @@ class TrainConfig:
     train_sizes: tuple[int, ...] = ()  # short sides drawn per image (multi-scale training); (): model.min_size
     flip_p: float = 0.5  # horizontal flips, the paper's only augmentation
     photometric: bool = False  # colour jitter
+    rotate90: bool = False  # random quarter turns: for objects without an up (the shapes set), not for photos
     preload: bool = False  # decode the training images once and keep them in memory (uint8)
     aspect_grouping: bool = False  # batch landscape images with landscape ones, portrait with portrait: less padding
     num_workers: int = 2  # DataLoader processes: decoding, augmentation and anchor matching
@@ -154,26 +157,29 @@ class TrainConfig:
 
     @classmethod
     def cpu(cls) -> TrainConfig:
-        """The demo: trained from scratch on the 256 px shapes set for 10 minutes on 2 CPU cores.
+        """The demo: trained from scratch on the 256 px shapes set for 10 minutes on 2 CPU cores, as two processes
+        of one thread each (`torchrun --nproc_per_node 2 -m retina train --preset cpu`, what `make demo` runs).
 
         From scratch every layer must learn and normalise: trainable BatchNorm in the backbone, GroupNorm in the
-        heads. The backbone is sized to the budget: a ResNet-10 (ResNet-18 with one block per stage) at half
-        torchvision's width, 32..256 channels, takes 1.3-1.6x the steps of the 64-wide one in the same time (about
-        2.4x ResNet-18's) and learns about as much from each of these few thousand steps (AP50 after 570 s: 0.29 with
-        ResNet-18, 0.42-0.47 with ResNet-10, 0.46-0.62 at half width). Narrow 64-channel FPN and heads, anchors
-        16..256 px for 12..150 px objects (cell-centred), GIoU box loss, AdamW with warm-up and a cosine schedule
-        run over the wall-clock budget; batches of 8 at a high learning rate, channels-last convolutions.
-        Notebook 05 explains the choices; the README has the result.
+        heads. In ten minutes the number of steps decides, so every part is sized to the budget: a ResNet-10
+        (ResNet-18 with one block per stage) at a quarter of torchvision's width (16..128 channels), a 64-channel
+        FPN and subnets of one convolution, one anchor shape per scale (square: the shapes' boxes are near square
+        once turned) at 16..256 px for 12..150 px objects (cell-centred), batches of 8 at a high learning rate,
+        channels-last convolutions, no DataLoader workers (both cores train). GIoU box loss, AdamW with warm-up and
+        a cosine schedule over the wall-clock budget. After ~15 epochs the gap between train and val AP appears:
+        random quarter turns (the shapes have no up) give the set eight times the distinct images.
+        Notebook 05 gives the measurements behind each choice; the README has the result.
         """
         model = RetinaConfig(
             backbone="resnet10",
-            backbone_width=32,
+            backbone_width=16,
             backbone_norm="bn",
             trainable_stages=5,
             fpn_channels=64,
-            head_convs=2,
+            head_convs=1,
             head_norm="gn",
             anchor_sizes=(16, 32, 64, 128, 256),
+            aspect_ratios=(1.0,),
             anchor_offset=0.5,
             box_loss="giou",
             min_size=256,
@@ -182,7 +188,8 @@ class TrainConfig:
         return cls(
             model=model,
             preload=True,
-            num_workers=1,
+            rotate90=True,
+            num_workers=0,
             batch_size=8,
             optimizer="adamw",
             lr=4e-3,
@@ -193,7 +200,6 @@ class TrainConfig:
             clip_grad_norm=10.0,
             epochs=100,
             time_budget=570.0,
-            num_threads=2,
             channels_last=True,
             eval_every=0,
             out_dir="runs/cpu",
@@ -602,6 +608,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict:
         max_size=config.max_size,
         flip_p=cfg.flip_p,
         photometric=cfg.photometric,
+        rotate90=cfg.rotate90,
     )
     samples = TrainSamples(train_set, transforms, preload=cfg.preload)
     landscape = None

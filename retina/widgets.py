@@ -234,6 +234,8 @@ class LiveLossCurve:
     redraws `retina.viz.plot_loss_curve` in one display area; leaving the block draws it a last time.
     `interrupt_at_step` presses the notebook's interrupt button (sends SIGINT, as Ctrl-C does) once the log
     reaches that step: `retina.train` then finishes the step, writes its checkpoint and returns, ready to resume.
+    Never once the block has ended: a run shorter than the redraw interval is left alone (its "interrupt" would
+    hit whatever the notebook runs next).
     """
 
     def __init__(self, metrics_path: str | Path, every: float = 10.0, interrupt_at_step: int | None = None):
@@ -241,6 +243,8 @@ class LiveLossCurve:
         self.draws = 0
         self.interrupted = False
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # orders "press interrupt" against "the block has ended"
+        self._ended = False
 
     def __enter__(self) -> LiveLossCurve:
         self.handle = display("waiting for the first logged steps ...", display_id=True)
@@ -249,6 +253,8 @@ class LiveLossCurve:
         return self
 
     def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._ended = True
         self._stop.set()
         self._thread.join()
         self.draw()
@@ -257,8 +263,10 @@ class LiveLossCurve:
         while not self._stop.wait(self.every):
             step = self.draw()
             if self.interrupt_at_step is not None and not self.interrupted and step >= self.interrupt_at_step:
-                self.interrupted = True
-                signal.raise_signal(signal.SIGINT)
+                with self._lock:
+                    if not self._ended:
+                        self.interrupted = True
+                        signal.raise_signal(signal.SIGINT)
 
     def draw(self) -> int:
         """Redraw from the metrics file; returns the last logged step (0 if nothing is logged yet)."""

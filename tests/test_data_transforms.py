@@ -124,3 +124,18 @@ def test_flip_probability_is_honoured(flip_p):
     image, target = _bright_rectangle(10, 10, (0, 0, 2, 10))
     _, out = train_transforms(min_size=10, max_size=None, flip_p=flip_p)(image, target)
     assert out["boxes"][0, 0].item() == (8.0 if flip_p else 0.0)
+
+
+def test_quarter_turns_move_the_box_with_the_object_and_take_all_four_angles():
+    image, target = _bright_rectangle(20, 30, (3, 2, 11, 7))
+    transform = train_transforms(min_size=20, max_size=None, flip_p=0.0, rotate90=True)
+    turns = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        turned, out = transform(image, target)
+        k = next(k for k in range(4) if torch.equal(turned, torch.rot90(image, k, dims=(1, 2))))  # exact pixels
+        turns.add(k)
+        assert out["boxes"].tolist() == [_bright_extent(turned)]
+        assert out["labels"].tolist() == [3] and out["ignore"].tolist() == [False]
+    assert turns == {0, 1, 2, 3}
+    assert "RandomRotation" not in repr(train_transforms())  # off unless asked for

@@ -44,7 +44,8 @@ def restore_torch_state():
 
 def tiny(data: Path, out: Path, **changes) -> TrainConfig:
     """A run of 2 epochs x 2 steps of 4 images, deterministic, without evaluation. Only the FPN and heads learn
-    (fast steps), but the backbone's BatchNorm statistics move, so a resume must restore buffers too."""
+    (fast steps), but the backbone's BatchNorm statistics move, so a resume must restore buffers too. Random
+    flips and quarter turns: a resumed run and a DDP run must draw the same augmentations."""
     model = RetinaConfig(
         backbone="resnet18",
         backbone_norm="bn",
@@ -67,6 +68,7 @@ def tiny(data: Path, out: Path, **changes) -> TrainConfig:
         optimizer="sgd",
         lr=0.01,
         warmup_steps=2,
+        rotate90=True,
         num_workers=0,
         deterministic=True,
         log_every=1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import threading
 import time
 
 import pytest
@@ -208,5 +209,30 @@ def test_live_loss_curve_presses_interrupt_once(tmp_path):
         with LiveLossCurve(path, every=0.01, interrupt_at_step=25):
             time.sleep(0.1)
         assert presses == [signal.SIGINT]  # step 25 not reached: no press
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_live_loss_curve_does_not_interrupt_after_the_block(tmp_path, monkeypatch):
+    """A run that ends while the thread is still redrawing (shorter than a redraw) must not get the "interrupt":
+    it would land on whatever runs after the block."""
+    path = tmp_path / "metrics.jsonl"
+    write_metrics(path, [10, 20])
+    presses = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: presses.append(signum))
+    live = LiveLossCurve(path, every=0.01, interrupt_at_step=20)
+    drawing = threading.Event()
+
+    def slow_draw() -> int:  # the first redraw outlasts the block
+        drawing.set()
+        time.sleep(0.3)
+        return 20
+
+    monkeypatch.setattr(live, "draw", slow_draw)
+    try:
+        with live:
+            assert drawing.wait(10)
+        time.sleep(0.05)
+        assert presses == [] and not live.interrupted
     finally:
         signal.signal(signal.SIGINT, previous)

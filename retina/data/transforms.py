@@ -10,8 +10,9 @@ one pixel are dropped by ``SanitizeBoundingBoxes`` together with their ``labels`
 Presets (defaults follow the RetinaNet paper's COCO setting: shorter side 800, longer side at most 1333, with the
 multi-scale 640-800 training of its longer schedules):
 
-- :func:`train_transforms`: random shorter-side size from ``min_size``, horizontal flip, optional colour jitter;
-  for the 256 px shapes set, e.g. ``train_transforms(min_size=(224, 256, 288), max_size=None)``;
+- :func:`train_transforms`: random shorter-side size from ``min_size``, horizontal flip, optional quarter turns
+  (for objects that have no "up", such as the shapes set's) and colour jitter; for the 256 px shapes set, e.g.
+  ``train_transforms(min_size=(224, 256, 288), max_size=None, rotate90=True)``;
 - :func:`eval_transforms`: deterministic resize only.
 """
 
@@ -71,16 +72,24 @@ def train_transforms(
     max_size: int | None = 1333,
     flip_p: float = 0.5,
     photometric: bool = False,
+    rotate90: bool = False,
 ) -> DetectionTransform:
     """Training augmentation: resize the shorter side to a size drawn from ``min_size`` (the longer side capped
-    at ``max_size``), flip horizontally with probability ``flip_p``, and, if ``photometric``, jitter brightness,
-    contrast, saturation and hue."""
+    at ``max_size``), flip horizontally with probability ``flip_p``, if ``rotate90`` turn by 0, 90, 180 or 270
+    degrees (equally likely; the image grows to fit, so a landscape image turns portrait), and, if
+    ``photometric``, jitter brightness, contrast, saturation and hue.
+
+    Quarter turns and the flip together give all eight symmetries of a square: eight times the distinct
+    training images, for data without an up and a down (shapes, aerial or microscope images), not for photos.
+    A quarter turn moves every pixel and box corner exactly (no interpolation)."""
     sizes = [min_size] if isinstance(min_size, int) else list(min_size)
     # A random choice among exact resizes rather than v2.RandomShortestSize, whose float rounding sometimes
     # yields 799 for 800: with a single size, training and evaluation then see identical image sizes.
     steps = [v2.RandomChoice([_resize(size, max_size) for size in sizes])]
     if flip_p > 0:
         steps.append(v2.RandomHorizontalFlip(p=flip_p))
+    if rotate90:
+        steps.append(v2.RandomChoice([v2.RandomRotation((angle, angle), expand=True) for angle in (0, 90, 180, 270)]))
     if photometric:
         steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))
     steps.append(_sanitize())
