@@ -27,10 +27,11 @@ test: setup
 # OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep instead of spinning while they wait for each other; on cores shared
 # with other processes, spinning made a training step up to 8x slower.
 DEMO_RUN := runs/demo
-DEMO_PY := OMP_WAIT_POLICY=PASSIVE $(PY)
+DEMO_ENV := OMP_WAIT_POLICY=PASSIVE
+DEMO_PY := $(DEMO_ENV) $(PY)
 demo: setup
 	$(PY) -m retina data shapes --out data/shapes
-	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node 2 \
+	$(DEMO_ENV) OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node 2 \
 		-m retina train --preset cpu --data data/shapes --out $(DEMO_RUN) --val-split ""
 	$(DEMO_PY) -m retina evaluate --checkpoint $(DEMO_RUN)/last.pt --data data/shapes --split val \
 		--out out/metrics.json --pr-curve out/pr_curve.png --class-agnostic
