@@ -64,6 +64,10 @@ class RetinaConfig:
     topk_candidates: int = 1000  # per level, before NMS
     nms_thresh: float = 0.5
     detections_per_img: int = 300  # torchvision keeps 300; the paper's COCO evaluation keeps 100
+    # test-time augmentation (not in the paper): "none"; "flip": the image and its mirror image; "d4": the eight
+    # symmetries of the square (four quarter turns, each also mirrored). Class scores and boxes are averaged anchor by
+    # anchor over the views (retina.postprocess.average_views); needs cell-centred anchors (anchor_offset 0.5)
+    tta: str = "none"
 
     # input size: images are resized to a short side of min_size (long side <= max_size) and padded to a
     # multiple of size_divisible, so that every level's grid is exact (128 = the P7 stride)

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from retina.config import RetinaConfig
 from retina.data import SHAPES_CLASSES, VOC_CLASSES, DatasetError, VOCDetection, coco_dataset
 from retina.model import RetinaNet
+from retina.postprocess import TTA_VIEWS
 
 # The order of COCOeval.stats.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -95,15 +96,21 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
-def load_model(checkpoint: str | Path | dict, device: str | torch.device = "cpu") -> tuple[RetinaNet, list[str]]:
+def load_model(
+    checkpoint: str | Path | dict, device: str | torch.device = "cpu", tta: str | None = None
+) -> tuple[RetinaNet, list[str]]:
     """The trained model of a checkpoint (a path, or a dict from `load_checkpoint`), in eval mode, and its class
-    names (`classes[label]`)."""
+    names (`classes[label]`). `tta` replaces the checkpoint's test-time augmentation (none | flip | d4)."""
     source = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    model = RetinaNet(config=RetinaConfig.from_dict(source["model_config"]))
+    name = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+    config = RetinaConfig.from_dict(source["model_config"])
+    try:
+        model = RetinaNet(config=config if tta is None else config.replace(tta=tta))
+    except ValueError as error:
+        raise CheckpointError(f"{name}: tta={tta!r} does not fit its detector: {error}") from None
     try:
         model.load_state_dict(source["model"])
     except RuntimeError as error:
-        name = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
         raise CheckpointError(f"{name}: its weights do not fit its own model_config ({error})") from None
     return model.to(device).eval(), list(source["classes"])
 
@@ -324,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--class-agnostic", action="store_true", help="also evaluate without classes: how well objects are found"
     )
+    parser.add_argument("--tta", choices=tuple(TTA_VIEWS), help="test-time augmentation (default: the checkpoint's)")
     args = parser.parse_args(argv)
     try:
         checkpoint = load_checkpoint(args.checkpoint)
@@ -334,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if data is None:
             raise CheckpointError(f"{args.checkpoint} does not say which data it was trained on: pass --data")
         dataset = open_dataset(data, split, fmt)
-        model, classes = load_model(checkpoint, args.device)
+        model, classes = load_model(checkpoint, args.device, args.tta)
         metrics, evaluator = evaluate_model(
             model,
             dataset,
@@ -347,14 +355,19 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"{args.checkpoint} on {data} ({split}, {len(dataset)} images, {metrics['images_per_second']:.1f} img/s)")
+    views = "" if model.config.tta == "none" else f", test-time augmentation {model.config.tta}"
+    print(
+        f"{args.checkpoint} on {data} ({split}, {len(dataset)} images{views}, "
+        f"{metrics['images_per_second']:.1f} img/s)"
+    )
     print(format_metrics(metrics))
     if args.class_agnostic:
         agnostic = metrics["class_agnostic"]
         print(
             "without classes: " + "  ".join(f"{name} {agnostic[name]:.3f}" for name in ("AP", "AP50", "AP75", "AR100"))
         )
-    report = {"checkpoint": str(args.checkpoint), "data": str(data), "split": split, **_rounded(metrics)}
+    report = {"checkpoint": str(args.checkpoint), "data": str(data), "split": split, "tta": model.config.tta}
+    report |= _rounded(metrics)
     for key in ("progress", "train_config"):  # how the model was trained: steps, seconds, the recipe
         if key in checkpoint:
             report[key] = checkpoint[key]

@@ -28,7 +28,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from retina.anchors import anchors_per_level_counts, generate_anchors
 from retina.config import IMAGENET_MEAN, IMAGENET_STD, RetinaConfig
 from retina.losses import retina_loss
-from retina.postprocess import postprocess_detections
+from retina.postprocess import average_views, check_tta, postprocess_detections
 from retina.targets import as_image_tensor, pad_images
 
 RESNETS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101")
@@ -181,6 +181,7 @@ class RetinaNet(nn.Module):
         self.config = config = config.replace(**overrides)
         if config.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {config.num_classes}")
+        check_tta(config)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.backbone = ResNetBackbone(
@@ -240,13 +241,14 @@ class RetinaNet(nn.Module):
     def detect(self, images: Tensor | list[Tensor], resize: bool = True) -> list[dict[str, Tensor]]:
         """Detections for images `[3, H, W]` (a list, or a `[B, 3, H, W]` batch), float in [0, 1] or uint8.
 
-        The images go through `preprocess`; the boxes come back in each input image's own pixel coordinates.
+        The images go through `preprocess` (and through `config.tta`'s views); the boxes come back in each input
+        image's own pixel coordinates.
         Returns one `{"boxes" [K, 4] xyxy, "scores" [K], "labels" [K]}` per image.
         """
         was_training = self.training
         self.eval()
         batch, sizes = self.preprocess(images, resize)
-        cls_logits, box_deltas = self(batch)
+        cls_logits, box_deltas = average_views(self, batch, self.config)  # self(batch) unless config.tta is set
         padded_size = tuple(batch.shape[-2:])
         detections = postprocess_detections(
             cls_logits,

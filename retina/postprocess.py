@@ -7,6 +7,8 @@ Taught in notebooks/06_nms.ipynb. Two versions of the same idea:
     postprocess_detections  the fast path the model uses, for the whole batch at once: per level keep
                             the top 1000 scores above 0.05, decode their boxes, clip them to the image,
                             run class-wise NMS (0.5) and keep the best 300 per image.
+And before them, optionally, test-time augmentation (`average_views`, not in the paper): the network sees the
+image turned and mirrored, and each anchor's class scores and box are averaged over the views.
 """
 
 from __future__ import annotations
@@ -15,8 +17,16 @@ import torch
 import torchvision
 from torch import Tensor
 
-from retina.boxes import box_iou, clip_boxes, decode_boxes
+from retina.anchors import generate_anchors, grid_sizes
+from retina.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes
 from retina.config import RetinaConfig
+
+# The views of test-time augmentation, as (quarter turns k, mirrored): "d4" is the eight symmetries of the square.
+TTA_VIEWS = {
+    "none": ((0, False),),
+    "flip": ((0, False), (0, True)),
+    "d4": tuple((k, mirrored) for k in range(4) for mirrored in (False, True)),
+}
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -120,3 +130,111 @@ def postprocess_detections(
     boxes, scores, labels = boxes[keep].split(sections), scores[keep].split(sections), labels[keep].split(sections)
     return [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels, strict=True)]
 
+
+# ------------------------------------------------------------------------------------- test-time augmentation
+
+
+def view_images(images: Tensor, k: int, mirrored: bool) -> Tensor:
+    """`images[B, 3, H, W]` turned by k quarter turns (`torch.rot90`, x towards -y), then mirrored left-right."""
+    images = torch.rot90(images, k, dims=(-2, -1))
+    return images.flip(-1) if mirrored else images
+
+
+def unview_boxes(boxes: Tensor, k: int, mirrored: bool, image_size: tuple[int, int]) -> Tensor:
+    """Boxes `[..., 4]` xyxy found in `view_images(images, k, mirrored)` moved back into `images`, whose
+    (height, width) is `image_size`."""
+    height, width = image_size
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    if mirrored:
+        view_width = width if k % 2 == 0 else height
+        x1, x2 = view_width - x2, view_width - x1
+    for turn in range(k, 0, -1):
+        # a quarter turn took (x, y) in a frame `before` px wide to (y, before - x): undo it
+        before = width if (turn - 1) % 2 == 0 else height
+        x1, y1, x2, y2 = before - y2, x1, before - y1, x2
+    return torch.stack((x1, y1, x2, y2), dim=-1)
+
+
+def unview_anchors(
+    per_anchor: Tensor, k: int, mirrored: bool, config: RetinaConfig, image_size: tuple[int, int]
+) -> Tensor:
+    """A per-anchor tensor `[B, N, ...]` of the view (k, mirrored) of images sized `image_size`, reordered to the
+    images' own anchors: entry n is then about the anchor that the view's entry was about, seen unturned.
+
+    With cell-centred anchors on exact grids, turning or mirroring the image moves every anchor onto another one;
+    a quarter turn also swaps its width and height, so an anchor of aspect ratio r becomes one of 1 / r.
+    """
+    height, width = image_size
+    view_size = (height, width) if k % 2 == 0 else (width, height)
+    ratios, scales = config.aspect_ratios, len(config.anchor_scales)
+    shape_of_view = torch.arange(config.num_anchors)  # ratio-major, as anchor_shapes
+    if k % 2:
+        inverse = [min(range(len(ratios)), key=lambda j: abs(ratios[j] * r - 1.0)) for r in ratios]
+        shape_of_view = (torch.tensor(inverse)[:, None] * scales + torch.arange(scales)).flatten()
+    counts = [h * w * config.num_anchors for h, w in grid_sizes(view_size, config.strides)]
+    levels = []
+    for chunk, (h, w) in zip(per_anchor.split(counts, dim=1), grid_sizes(view_size, config.strides), strict=True):
+        grid = chunk.reshape(chunk.shape[0], h, w, config.num_anchors, *chunk.shape[2:])  # [B, H_k, W_k, A, ...]
+        if mirrored:
+            grid = grid.flip(2)
+        grid = torch.rot90(grid, -k, dims=(1, 2))[:, :, :, shape_of_view]
+        levels.append(grid.reshape(chunk.shape[0], -1, *chunk.shape[2:]))
+    return torch.cat(levels, dim=1)
+
+
+def check_tta(config: RetinaConfig, views=None, image_size: tuple[int, int] | None = None) -> None:
+    """Raise a ValueError if the views (default: `config.tta`'s) cannot be averaged for this config, on a padded
+    batch of `image_size` if given."""
+    if views is None:
+        if config.tta not in TTA_VIEWS:
+            raise ValueError(f"tta must be one of {list(TTA_VIEWS)}, got {config.tta!r}")
+        views = TTA_VIEWS[config.tta]
+    if all(view == (0, False) for view in views):
+        return
+    if config.anchor_offset != 0.5:
+        raise ValueError(
+            f"test-time augmentation needs cell-centred anchors (anchor_offset=0.5, not {config.anchor_offset}): "
+            "only then are the anchors of a mirrored or turned image the mirrored or turned anchors"
+        )
+    ratios = config.aspect_ratios
+    if any(k % 2 for k, _ in views) and any(min(abs(r * q - 1.0) for q in ratios) > 1e-6 for r in ratios):
+        raise ValueError(
+            f"a quarter turn makes an anchor of aspect ratio r one of 1 / r, but aspect_ratios {ratios} lack some "
+            "1 / r: use tta='flip', or ratios such as (0.5, 1.0, 2.0)"
+        )
+    if image_size is not None and any(side % stride for side in image_size for stride in config.strides):
+        raise ValueError(
+            f"test-time augmentation needs a padded size that every stride {config.strides} divides, got "
+            f"{tuple(image_size)} (size_divisible=128 pads to one)"
+        )
+
+
+def average_views(forward, images: Tensor, config: RetinaConfig, views=None) -> tuple[Tensor, Tensor]:
+    """Test-time augmentation: class logits `[B, N, C]` and box deltas `[B, N, 4]` of a padded batch
+    `images[B, 3, H, W]`, averaged over views of it, for `postprocess_detections` as they come.
+
+    `forward(images)` returns (class logits, box deltas), as `RetinaNet.forward`. Each view (k quarter turns,
+    mirrored or not; default `TTA_VIEWS[config.tta]`) runs through it; its boxes are decoded, moved back into the
+    image and re-ordered to the image's own anchors. Each anchor's class probabilities and box corners are then
+    the mean over the views, and turned back into logits and deltas. With the one view (0, False) this is
+    `forward(images)`. A detector that has not learnt that a shape is the same shape turned gets noisy class
+    scores; the mean over views cancels part of that noise.
+    """
+    views = TTA_VIEWS[config.tta] if views is None else tuple(views)
+    if views == ((0, False),):
+        return forward(images)
+    image_size = tuple(images.shape[-2:])
+    check_tta(config, views, image_size)
+    probabilities, boxes = 0.0, 0.0
+    for k, mirrored in views:
+        view = view_images(images, k, mirrored)
+        logits, deltas = forward(view)
+        view_anchors = generate_anchors(config, tuple(view.shape[-2:])).to(deltas.device)
+        view_boxes = decode_boxes(deltas.float(), view_anchors, config.box_weights, config.box_clip)
+        view_boxes = unview_boxes(view_boxes, k, mirrored, image_size)
+        probabilities = probabilities + unview_anchors(logits.float().sigmoid(), k, mirrored, config, image_size)
+        boxes = boxes + unview_anchors(view_boxes, k, mirrored, config, image_size)
+    probabilities, boxes = probabilities / len(views), boxes / len(views)
+    anchors = generate_anchors(config, image_size).to(boxes.device)
+    # logit(p) at eps 1e-6 keeps the logits finite; 1e-6 is far below any score threshold
+    return torch.logit(probabilities, eps=1e-6), encode_boxes(boxes, anchors, config.box_weights)

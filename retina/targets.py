@@ -20,6 +20,8 @@ processes can do it in parallel with the training step, and the training process
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
@@ -125,7 +127,7 @@ def as_image_tensor(image: Tensor, where: str = "image") -> Tensor:
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"{where}: expected an RGB image of shape [3, H, W], got {list(image.shape)}")
     if image.dtype == torch.uint8:
-        return image.float() / 255
+        return image.float().div_(255)  # in place on the new float copy: one pass less
     if not image.is_floating_point():
         raise TypeError(f"{where}: expected float values in [0, 1] or uint8, got {image.dtype}")
     return image.float()  # one dtype for the batch, whatever the first image was
@@ -139,6 +141,8 @@ def pad_images(
     each image."""
     sizes = torch.tensor([img.shape[-2:] for img in images], dtype=torch.long)  # [B, 2]
     height, width = (-(-sizes.max(dim=0).values // size_divisible) * size_divisible).tolist()
+    if all(tuple(img.shape[-2:]) == (height, width) for img in images):  # nothing to pad (a 256 px shapes batch)
+        return torch.stack(images), sizes
     batch = images[0].new_tensor(colour)[None, :, None, None].repeat(len(images), 1, height, width)
     for img, canvas in zip(images, batch, strict=True):
         canvas[:, : img.shape[1], : img.shape[2]].copy_(img)
@@ -177,6 +181,12 @@ def check_targets(target: dict, num_classes: int, where: str) -> None:
         raise ValueError(f"{where}: labels must be in 0..{num_classes - 1}, got {sorted(set(labels.tolist()))}")
 
 
+@functools.lru_cache(maxsize=16)
+def cached_anchors(config: RetinaConfig, image_size: tuple[int, int]) -> Tensor:
+    """`generate_anchors`, remembered: the batches of a run share a few padded sizes (one, for the shapes set)."""
+    return generate_anchors(config, image_size)
+
+
 class DetectionCollate:
     """`collate_fn` that pads a batch, builds its anchors and encodes every anchor's targets.
 
@@ -201,7 +211,7 @@ class DetectionCollate:
         cfg = self.config
         padded, sizes = pad_images(images, cfg.size_divisible, cfg.pad_colour)
         boxes, labels, valid, ignore = pad_targets(list(targets))
-        anchors = generate_anchors(cfg, tuple(padded.shape[-2:]))
+        anchors = cached_anchors(cfg, tuple(padded.shape[-2:]))
         matched = match_anchors(anchors, boxes, valid, ignore, cfg.fg_iou, cfg.bg_iou, cfg.low_quality_matches)
         cls_targets, box_targets = encode_targets(anchors, boxes, labels, matched, cfg.box_weights)
         return {

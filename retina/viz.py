@@ -27,6 +27,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from retina.data import DatasetError, load_image
 from retina.evaluate import CheckpointError, load_model
+from retina.postprocess import TTA_VIEWS
 from retina.targets import as_image_tensor
 
 # matplotlib's tab10: one colour per class, repeating after ten.
@@ -158,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-thresh", type=float, default=0.3, help="keep detections at least this confident")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--tta", choices=tuple(TTA_VIEWS), help="test-time augmentation (default: the checkpoint's)")
     args = parser.parse_args(argv)
     try:
-        model, classes = load_model(args.checkpoint, args.device)
+        model, classes = load_model(args.checkpoint, args.device, args.tta)
         files = image_files(args.images)
         if not files:
             raise DatasetError(f"no images found in {args.images}")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from data_fixtures import coco_annotation, write_coco
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from retina.data import CocoDetection, eval_transforms, train_transforms
-from retina.data.transforms import DetectionTransform
+from retina.data.transforms import DetectionTransform, RandomQuarterTurn
 
 
 def _bright_rectangle(height: int, width: int, box: tuple[int, int, int, int]) -> tuple[torch.Tensor, dict]:
@@ -138,4 +140,23 @@ def test_quarter_turns_move_the_box_with_the_object_and_take_all_four_angles():
         assert out["boxes"].tolist() == [_bright_extent(turned)]
         assert out["labels"].tolist() == [3] and out["ignore"].tolist() == [False]
     assert turns == {0, 1, 2, 3}
-    assert "RandomRotation" not in repr(train_transforms())  # off unless asked for
+    assert "RandomQuarterTurn" not in repr(train_transforms())  # off unless asked for
+
+
+@pytest.mark.parametrize("k", range(4))
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_quarter_turn_equals_torchvision_rotation(k, dtype):
+    """RandomQuarterTurn at k quarter turns = v2.RandomRotation((90 k, 90 k), expand=True): the same pixels and
+    boxes, on a non-square image with boxes that reach its edges."""
+    g = torch.Generator().manual_seed(k)
+    image = tv_tensors.Image((torch.rand(3, 30, 50, generator=g) * 255).to(dtype))
+    xy = torch.rand(6, 2, generator=g) * torch.tensor([40.0, 20.0])
+    boxes = torch.cat([xy, (xy + 1 + torch.rand(6, 2, generator=g) * 20).clamp(max=torch.tensor([50.0, 30.0]))], 1)
+    boxes[0] = torch.tensor([0.0, 0.0, 50.0, 30.0])  # the whole image
+    boxes = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(30, 50))
+    ours = RandomQuarterTurn()
+    expected = v2.RandomRotation((90 * k, 90 * k), expand=True)({"image": image, "boxes": boxes})
+    got = {"image": ours.transform(image, {"k": k}), "boxes": ours.transform(boxes, {"k": k})}
+    assert torch.equal(got["image"], expected["image"]) and type(got["image"]) is tv_tensors.Image
+    assert got["boxes"].canvas_size == expected["boxes"].canvas_size
+    torch.testing.assert_close(got["boxes"].as_subclass(torch.Tensor), expected["boxes"].as_subclass(torch.Tensor))

@@ -22,6 +22,7 @@ from retina.evaluate import (
     dataset_ground_truth,
     evaluate_model,
     load_checkpoint,
+    load_model,
     main,
 )
 from retina.model import RetinaNet
@@ -166,12 +167,12 @@ def test_voc_layout_is_evaluated_like_coco(shapes):
     assert half_ap[0] == pytest.approx(half_ap[1]) and 0.2 < half_ap[0] < 0.8
 
 
-def random_checkpoint(path: Path, classes: list[str], data: Path | None = None) -> Path:
+def random_checkpoint(path: Path, classes: list[str], data: Path | None = None, **overrides) -> Path:
     """A checkpoint of an untrained tiny detector, in the format retina.train writes."""
     torch.manual_seed(0)
     config = RetinaConfig(
         backbone="resnet18", fpn_channels=16, head_convs=1, min_size=64, max_size=64, size_divisible=32
-    )
+    ).replace(**overrides)
     model = RetinaNet(num_classes=len(classes), config=config)
     state = {"model": model.state_dict(), "model_config": model.config.to_dict(), "classes": classes}
     if data is not None:
@@ -192,6 +193,23 @@ def test_evaluate_command(shapes, tmp_path):
     assert set(metrics["per_class_AP"]) == set(classes) and metrics["num_images"] == 6
     assert metrics["train_config"]["lr"] == 1.25e-5  # the metrics are rounded, the recipe is copied as it is
     assert png.stat().st_size > 0
+    assert metrics["tta"] == "none"
+
+
+def test_evaluate_command_with_test_time_augmentation(shapes, tmp_path):
+    classes = shapes_dataset(shapes, "val").classes
+    checkpoint = random_checkpoint(tmp_path / "model.pt", classes, shapes, anchor_offset=0.5, size_divisible=128)
+    for tta in ("none", "d4"):
+        out = tmp_path / f"{tta}.json"
+        assert main(["--checkpoint", str(checkpoint), "--out", str(out), "--workers", "0", "--tta", tta]) == 0
+        assert json.loads(out.read_text())["tta"] == tta
+    # the same weights, other detections: the views are averaged
+    image = shapes_dataset(shapes, "val")[0][0]
+    plain, views = (load_model(checkpoint, tta=tta)[0] for tta in ("none", "d4"))
+    assert views.config.tta == "d4" and plain.config.tta == "none"
+    for model in (plain, views):  # an untrained detector scores every class near its prior, 0.01
+        model.config = model.config.replace(score_thresh=0.0)
+    assert not torch.equal(plain.detect([image])[0]["scores"], views.detect([image])[0]["scores"])
 
 
 def test_evaluate_errors(shapes, tmp_path, capsys):
@@ -203,3 +221,6 @@ def test_evaluate_errors(shapes, tmp_path, capsys):
     assert "knows 2 classes" in capsys.readouterr().err
     assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(shapes)]) == 1
     assert "missing.pt does not exist" in capsys.readouterr().err
+    # test-time augmentation needs cell-centred anchors; this checkpoint's sit at the cell corners
+    assert main(["--checkpoint", str(wrong), "--data", str(shapes), "--tta", "flip"]) == 1
+    assert "tta='flip' does not fit its detector" in capsys.readouterr().err
