@@ -96,6 +96,18 @@ def clip_boxes(boxes: Tensor, image_size: tuple[int, int] | Tensor) -> Tensor:
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 
+def turn_boxes(boxes: Tensor, k: int, image_size: tuple[int, int]) -> Tensor:
+    """Boxes `[..., 4]` xyxy in an image of (height, width) `image_size`, moved with the image as
+    `torch.rot90(image, k, dims=(-2, -1))` turns it: k quarter turns counter-clockwise (k < 0: clockwise).
+    A quarter turn takes the point (x, y) to (y, width - x), and the image to (width, height)."""
+    height, width = image_size
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    for _ in range(k % 4):
+        x1, y1, x2, y2 = y1, width - x2, y2, width - x1
+        height, width = width, height
+    return torch.stack((x1, y1, x2, y2), dim=-1)
+
+
 def encode_boxes(
     boxes: Tensor, anchors: Tensor, weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
 ) -> Tensor:

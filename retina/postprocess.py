@@ -18,7 +18,7 @@ import torchvision
 from torch import Tensor
 
 from retina.anchors import generate_anchors, grid_sizes
-from retina.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes
+from retina.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, turn_boxes
 from retina.config import RetinaConfig
 
 # The views of test-time augmentation, as (quarter turns k, mirrored): "d4" is the eight symmetries of the square.
@@ -142,17 +142,13 @@ def view_images(images: Tensor, k: int, mirrored: bool) -> Tensor:
 
 def unview_boxes(boxes: Tensor, k: int, mirrored: bool, image_size: tuple[int, int]) -> Tensor:
     """Boxes `[..., 4]` xyxy found in `view_images(images, k, mirrored)` moved back into `images`, whose
-    (height, width) is `image_size`."""
+    (height, width) is `image_size`: mirrored back, then turned back."""
     height, width = image_size
-    x1, y1, x2, y2 = boxes.unbind(-1)
+    view_size = (height, width) if k % 2 == 0 else (width, height)
     if mirrored:
-        view_width = width if k % 2 == 0 else height
-        x1, x2 = view_width - x2, view_width - x1
-    for turn in range(k, 0, -1):
-        # a quarter turn took (x, y) in a frame `before` px wide to (y, before - x): undo it
-        before = width if (turn - 1) % 2 == 0 else height
-        x1, y1, x2, y2 = before - y2, x1, before - y1, x2
-    return torch.stack((x1, y1, x2, y2), dim=-1)
+        x1, y1, x2, y2 = boxes.unbind(-1)
+        boxes = torch.stack((view_size[1] - x2, y1, view_size[1] - x1, y2), dim=-1)
+    return turn_boxes(boxes, -k, view_size)
 
 
 def unview_anchors(
@@ -171,9 +167,10 @@ def unview_anchors(
     if k % 2:
         inverse = [min(range(len(ratios)), key=lambda j: abs(ratios[j] * r - 1.0)) for r in ratios]
         shape_of_view = (torch.tensor(inverse)[:, None] * scales + torch.arange(scales)).flatten()
-    counts = [h * w * config.num_anchors for h, w in grid_sizes(view_size, config.strides)]
+    grids = grid_sizes(view_size, config.strides)
     levels = []
-    for chunk, (h, w) in zip(per_anchor.split(counts, dim=1), grid_sizes(view_size, config.strides), strict=True):
+    chunks = per_anchor.split([h * w * config.num_anchors for h, w in grids], dim=1)
+    for chunk, (h, w) in zip(chunks, grids, strict=True):
         grid = chunk.reshape(chunk.shape[0], h, w, config.num_anchors, *chunk.shape[2:])  # [B, H_k, W_k, A, ...]
         if mirrored:
             grid = grid.flip(2)

@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 import torchvision
+from torchvision import tv_tensors
 from torchvision.models.detection._utils import BoxCoder
+from torchvision.transforms.v2 import functional as TF
 
 from retina.boxes import (
     BOX_FORMATS,
@@ -20,6 +22,7 @@ from retina.boxes import (
     clip_boxes,
     decode_boxes,
     encode_boxes,
+    turn_boxes,
 )
 from retina.config import RetinaConfig
 
@@ -226,3 +229,18 @@ def test_clip_boxes_equals_torchvision(make_boxes, gen):
         [torchvision.ops.clip_boxes_to_image(b, tuple(s.tolist())) for b, s in zip(batch, sizes, strict=True)]
     )
     torch.testing.assert_close(out, expected, **EXACT)
+
+
+@pytest.mark.parametrize("k", [-1, 0, 1, 2, 3, 5])
+def test_turn_boxes_equals_torchvision_rotation(k):
+    """k quarter turns of a 30 x 50 image (torchvision: rotate by 90 k degrees counter-clockwise, expand=True),
+    for boxes inside, on the edges of and past the image (no clamping)."""
+    g = torch.Generator().manual_seed(k % 4)
+    xy = torch.rand(20, 2, generator=g) * 60 - 5
+    boxes = torch.cat([xy, xy + 1 + torch.rand(20, 2, generator=g) * 20], dim=1)
+    boxes[0] = torch.tensor([0.0, 0.0, 50.0, 30.0])
+    expected = TF.rotate(
+        tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(30, 50), clamping_mode=None), 90 * k, expand=True
+    )
+    torch.testing.assert_close(turn_boxes(boxes, k, (30, 50)), expected.as_subclass(torch.Tensor), atol=1e-4, rtol=0)
+    assert expected.canvas_size == ((30, 50) if k % 2 == 0 else (50, 30))

@@ -1,8 +1,8 @@
 """Detection transforms: ``(image, target) -> (image, target)`` callables built on ``torchvision.transforms.v2``.
 
 Boxes are wrapped as ``tv_tensors.BoundingBoxes`` for the duration of the transform, so torchvision moves them
-with every geometric change (flip, resize); the one hand-written move is :class:`RandomQuarterTurn`'s, tested
-against torchvision's ``RandomRotation``. Inputs and outputs
+with every geometric change (flip, resize); the one hand-written move is :class:`RandomQuarterTurn`'s
+(`retina.boxes.turn_boxes`), tested against torchvision's ``RandomRotation``. Inputs and outputs
 follow the sample contract of :mod:`retina.data.common`: plain tensors, boxes float32 xyxy in pixels of the
 transformed image, and ``labels``/``ignore`` kept aligned with the boxes. Boxes that a transform shrinks below
 one pixel are dropped by ``SanitizeBoundingBoxes`` together with their ``labels`` and ``ignore`` entries;
@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+
+from retina.boxes import turn_boxes
 
 __all__ = ["DetectionTransform", "RandomQuarterTurn", "eval_transforms", "train_transforms"]
 
@@ -69,11 +71,8 @@ class RandomQuarterTurn(v2.Transform):
             if inpt.format != tv_tensors.BoundingBoxFormat.XYXY:
                 raise ValueError(f"RandomQuarterTurn turns XYXY boxes, got {inpt.format}")
             height, width = inpt.canvas_size
-            x1, y1, x2, y2 = inpt.as_subclass(torch.Tensor).unbind(-1)
-            for _ in range(k):  # a quarter turn takes the point (x, y) to (y, width - x)
-                x1, y1, x2, y2 = y1, width - x2, y2, width - x1
-                height, width = width, height
-            return tv_tensors.wrap(torch.stack((x1, y1, x2, y2), dim=-1), like=inpt, canvas_size=(height, width))
+            boxes = turn_boxes(inpt.as_subclass(torch.Tensor), k, (height, width))
+            return tv_tensors.wrap(boxes, like=inpt, canvas_size=(height, width) if k % 2 == 0 else (width, height))
         if isinstance(inpt, tv_tensors.Image):
             return tv_tensors.wrap(torch.rot90(inpt.as_subclass(torch.Tensor), k, dims=(-2, -1)), like=inpt)
         return inpt  # labels, ignore flags
