@@ -19,11 +19,17 @@ The rows, for each device and input size:
                            the DataLoader's worker processes, so its in-process step is model.loss + backward;
                            torchvision matches inside its forward
     training step + collate  retina's step with DetectionCollate added, for the total work of both sides
+    network forward + backward  the limit of a training step: the network alone (normalisation, backbone, FPN,
+                           subnets) and its backward pass from the sum of its outputs, with no matching, loss or
+                           post-processing. The training step rows can come close to it, not below it
     inference              images to detections: model.detect against torchvision's model in eval mode
 
-Times are medians over --repeats runs after one warm-up; the speed-up is torchvision's time / retina's (> 1: retina
-is faster). Peak memory comes from one more run of each case (`peak_memory_mib`). On a shared machine only the
-ratios mean much; run it on a quiet one.
+Every case runs with each of --threads CPU threads (1: as in a DataLoader worker, which torch gives one thread; 2:
+the cores of a small machine or of Colab). After one warm-up of each side, the --repeats runs alternate between the
+two sides (retina first in even runs, torchvision first in odd ones), so that a change in the machine's load hits
+both alike. The table gives each side's median time with the range of its runs, and the speed-up, torchvision's
+time / retina's (> 1: retina is faster), as the median of the per-run ratios with their range. Peak memory comes
+from one more run of each side (`peak_memory_mib`).
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ STEPS = (
     *(f"post-processing, {scores}" for scores in SCORE_LOGITS),
     "training step",
     "training step + collate",
+    "network forward + backward",
     "inference",
 )
 
@@ -75,10 +82,28 @@ class Row:
     device: str
     size: str  # "H×W (padded H'×W'), batch B"
     step: str
-    ours: float  # seconds, median over the repeats
-    theirs: float
+    threads: int  # torch.get_num_threads() while it ran
+    ours_runs: list[float]  # seconds, one per repeat, interleaved with torchvision's
+    theirs_runs: list[float]
     ours_mib: float  # peak memory
     theirs_mib: float
+
+    @property
+    def ours(self) -> float:
+        return statistics.median(self.ours_runs)
+
+    @property
+    def theirs(self) -> float:
+        return statistics.median(self.theirs_runs)
+
+    @property
+    def ratios(self) -> list[float]:
+        """torchvision's time / retina's, run by run: the two sides of a run shared the machine's load."""
+        return [t / o for o, t in zip(self.ours_runs, self.theirs_runs, strict=True)]
+
+    @property
+    def speedup(self) -> float:
+        return statistics.median(self.ratios)
 
 
 # ---------------------------------------------------------------- measuring
@@ -89,16 +114,29 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    fn()  # warm-up: lazy initialisation, allocator caches, cuDNN/oneDNN kernel choice
+def seconds(fn: Callable[[], object], device: torch.device) -> float:
+    start = time.perf_counter()
+    fn()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time.perf_counter() - start
+
+
+def interleaved_seconds(
+    ours: Callable[[], object], theirs: Callable[[], object], repeats: int, device: torch.device
+) -> tuple[list[float], list[float]]:
+    """`repeats` timings of each side, alternating which side goes first, after one warm-up of each (lazy
+    initialisation, allocator caches, cuDNN/oneDNN kernel choice)."""
+    seconds(ours, device)
+    seconds(theirs, device)
+    ours_runs, theirs_runs = [], []
+    for run in range(repeats):
+        if run % 2 == 0:
+            ours_runs.append(seconds(ours, device))
+            theirs_runs.append(seconds(theirs, device))
+        else:
+            theirs_runs.append(seconds(theirs, device))
+            ours_runs.append(seconds(ours, device))
+    return ours_runs, theirs_runs
 
 
 def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
@@ -128,16 +166,20 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
     return max(itertools.accumulate(e.nbytes() for e in events), default=0) / 2**20
 
 
-def measure(step: str, ours: Callable, theirs: Callable, device: torch.device, size: str, repeats: int) -> Row:
-    return Row(
-        device.type,
-        size,
-        step,
-        median_seconds(ours, repeats, device),
-        median_seconds(theirs, repeats, device),
-        peak_memory_mib(ours, device),
-        peak_memory_mib(theirs, device),
-    )
+def measure(step: str, ours: Callable, theirs: Callable, device: torch.device, size: str, args) -> list[Row]:
+    """One row per thread count of `args.threads`; printed as soon as it is measured (a full run takes a while)."""
+    rows = []
+    before = torch.get_num_threads()
+    try:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            ours_runs, theirs_runs = interleaved_seconds(ours, theirs, args.repeats, device)
+            mib = peak_memory_mib(ours, device), peak_memory_mib(theirs, device)
+            rows.append(Row(device.type, size, step, threads, ours_runs, theirs_runs, *mib))
+            print(markdown_row(rows[-1]), flush=True)
+    finally:
+        torch.set_num_threads(before)
+    return rows
 
 
 # ---------------------------------------------------------------- inputs and models
@@ -265,7 +307,7 @@ def head_rows(config: RetinaConfig, size: tuple[int, int], device: torch.device,
         reference.transform.batch_images([image.to(device) for image in images], config.size_divisible)
         return torchvision_targets(reference, device_targets, device_anchors)
 
-    rows.append(measure("target encoding", lambda: collate(samples), theirs_encoding, device, label, args.repeats))
+    rows += measure("target encoding", lambda: collate(samples), theirs_encoding, device, label, args)
 
     # The loss from given head outputs, and its backward pass.
     n = anchors.shape[0]
@@ -288,9 +330,9 @@ def head_rows(config: RetinaConfig, size: tuple[int, int], device: torch.device,
 
     with torch.no_grad():
         assert_same_loss(lambda b: ours_loss(slice(b, b + 1)), theirs_loss(), args.batch)
-        rows.append(measure("loss", ours_loss, theirs_loss, device, label, args.repeats))
+        rows += measure("loss", ours_loss, theirs_loss, device, label, args)
     ours_backward, theirs_backward = (lambda: backward(ours_loss)), (lambda: backward(theirs_loss))
-    rows.append(measure("loss + backward", ours_backward, theirs_backward, device, label, args.repeats))
+    rows += measure("loss + backward", ours_backward, theirs_backward, device, label, args)
 
     # Post-processing, with few and with many scores above the threshold: torchvision keeps those before its
     # top-k, so its work grows with their number.
@@ -309,7 +351,7 @@ def head_rows(config: RetinaConfig, size: tuple[int, int], device: torch.device,
             return reference.postprocess_detections(split, level_anchors, [size] * args.batch)
 
         assert_same_detections(ours_detect(), theirs_detect())
-        rows.append(measure(f"post-processing, {scores}", ours_detect, theirs_detect, device, label, args.repeats))
+        rows += measure(f"post-processing, {scores}", ours_detect, theirs_detect, device, label, args)
     return rows
 
 
@@ -353,9 +395,23 @@ def model_rows(config: RetinaConfig, size: tuple[int, int], device: torch.device
             return retina_loss(cls_logits[one], box_deltas[one], *targets)
 
         assert_same_loss(ours_loss, theirs_losses(), batch_size)
-    rows.append(measure("training step", lambda: ours_step(batch), theirs_step, device, label, args.repeats))
+    rows += measure("training step", lambda: ours_step(batch), theirs_step, device, label, args)
     ours_step_with_collate = lambda: ours_step(collate(samples))
-    rows.append(measure("training step + collate", ours_step_with_collate, theirs_step, device, label, args.repeats))
+    rows += measure("training step + collate", ours_step_with_collate, theirs_step, device, label, args)
+
+    # The limit: the networks alone, forward and backward, from the sum of their outputs.
+    def ours_network() -> None:
+        cls_logits, box_deltas = ours(batch["images"].to(device))
+        (cls_logits.sum() + box_deltas.sum()).backward()
+        ours.zero_grad(set_to_none=True)
+
+    def theirs_network() -> None:
+        image_list, _ = theirs.transform([image.to(device) for image in images])
+        outputs = theirs.head(list(theirs.backbone(image_list.tensors).values()))
+        (outputs["cls_logits"].sum() + outputs["bbox_regression"].sum()).backward()
+        theirs.zero_grad(set_to_none=True)
+
+    rows += measure("network forward + backward", ours_network, theirs_network, device, label, args)
 
     ours.eval()
     theirs.eval()
@@ -365,7 +421,7 @@ def model_rows(config: RetinaConfig, size: tuple[int, int], device: torch.device
             return theirs([image.to(device) for image in images])
 
     assert_same_detections(ours.detect(images), theirs_detect())
-    rows.append(measure("inference", lambda: ours.detect(images), theirs_detect, device, label, args.repeats))
+    rows += measure("inference", lambda: ours.detect(images), theirs_detect, device, label, args)
     return rows
 
 
@@ -380,7 +436,7 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     text = (
-        f"{cpu}, {torch.get_num_threads()} threads on {torch.multiprocessing.cpu_count()} cores; "
+        f"{cpu}, {torch.multiprocessing.cpu_count()} cores; "
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}"
     )
     if torch.cuda.is_available():
@@ -389,16 +445,53 @@ def machine() -> str:
 
 
 TABLE_HEADER = (
-    "| device | input | step | retina ms | torchvision ms | speed-up | retina peak MiB | torchvision peak MiB |\n"
-    "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    "| device | input | step | threads | retina ms | torchvision ms | speed-up "
+    "| retina peak MiB | torchvision peak MiB |\n"
+    "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
+
+# The goals of the speed issue: (step, least speed-up), each with every thread count and at every size; the loss
+# must also peak at no more memory than torchvision's.
+GOALS = (("target encoding", 5.0), ("loss", 3.0), ("loss + backward", 2.0))
+
+
+def spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    """The median and, after more than one run, the range: "12.3 (11.9–13.0)"."""
+    text = f"{statistics.median(values) * scale:.{digits}f}"
+    if len(values) > 1:
+        text += f" ({min(values) * scale:.{digits}f}–{max(values) * scale:.{digits}f})"
+    return text
 
 
 def markdown_row(r: Row) -> str:
     return (
-        f"| {r.device} | {r.size} | {r.step} | {r.ours * 1e3:.1f} | {r.theirs * 1e3:.1f} | "
-        f"{r.theirs / r.ours:.2f}× | {r.ours_mib:.1f} | {r.theirs_mib:.1f} |"
+        f"| {r.device} | {r.size} | {r.step} | {r.threads} | {spread(r.ours_runs, 1e3)} | "
+        f"{spread(r.theirs_runs, 1e3)} | {spread(r.ratios, digits=2)}× | {r.ours_mib:.1f} | {r.theirs_mib:.1f} |"
     )
+
+
+def goal_lines(rows: list[Row]) -> list[str]:
+    """One line per goal: met or not, with the lowest median speed-up over sizes and thread counts."""
+    lines = []
+    for step, least in GOALS:
+        measured = [r for r in rows if r.step == step]
+        if not measured:
+            continue
+        worst = min(measured, key=lambda r: r.speedup)
+        met = worst.speedup >= least
+        lines.append(
+            f"{step} ≥ {least:g}×: {'met' if met else 'NOT met'}, lowest {worst.speedup:.2f}× "
+            f"({worst.size}, {worst.threads} thread{'s' if worst.threads > 1 else ''})"
+        )
+    losses = [r for r in rows if r.step == "loss"]
+    if losses:
+        over = [r for r in losses if r.ours_mib > r.theirs_mib]
+        lines.append(
+            "loss peak memory ≤ torchvision's: "
+            + ("met" if not over else f"NOT met ({len(over)} of {len(losses)} rows above)")
+            + f", highest ratio {max(r.ours_mib / max(r.theirs_mib, 1e-9) for r in losses):.2f}"
+        )
+    return lines
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -410,10 +503,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and model, 1 repeat: checks that it runs")
     parser.add_argument("--sizes", type=parse_size, nargs="+", default=[(512, 512), (800, 1333)], metavar="HxW")
+    parser.add_argument(
+        "--model-sizes", type=parse_size, nargs="+", metavar="HxW", help="sizes of the model rows (default: --sizes)"
+    )
     parser.add_argument("--batch", type=int, default=8, help="images per batch for encoding, loss, post-processing")
     parser.add_argument("--model-batch", type=int, help="images per training step and inference (2 on CPU, 8 on CUDA)")
     parser.add_argument("--boxes", type=int, default=30, help="ground-truth boxes per image")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case, after one warm-up")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU threads to run each case with")
     parser.add_argument("--devices", nargs="+", help="default: cpu, and cuda when there is one")
     parser.add_argument(
         "--parts",
@@ -426,29 +523,33 @@ def main(argv: list[str] | None = None) -> list[Row]:
     config = BENCH_CONFIG
     if args.smoke:
         config = SMOKE_CONFIG
-        args.sizes, args.batch, args.model_batch, args.boxes, args.repeats = [(128, 128), (96, 160)], 2, 1, 3, 1
+        args.sizes, args.batch, args.model_batch, args.boxes, args.repeats = [(128, 128), (96, 160)], 2, 1, 3, 2
+        args.model_sizes, args.threads = None, [1]
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
     print(f"Machine: {machine()}")
     print(
         f"Model: {config.backbone}-FPN, {config.num_classes} classes; {args.boxes} boxes per image; "
-        f"medians of {args.repeats} runs; speed-up = torchvision's time / retina's\n"
+        f"{args.repeats} runs per case and thread count, retina's and torchvision's interleaved; median (range); "
+        "speed-up = torchvision's time / retina's, run by run\n"
     )
     print(TABLE_HEADER)
     rows = []
-    for device, size, part in itertools.product(devices, args.sizes, args.parts):
+    # Every size's encoding, loss and post-processing first, the (much slower) whole-model rows after them.
+    for device, part, size in itertools.product(devices, args.parts, args.sizes):
+        if part == "model" and args.model_sizes and size not in args.model_sizes:
+            continue
         g = torch.Generator().manual_seed(0)
-        measured = (head_rows if part == "head" else model_rows)(config, size, torch.device(device), args, g)
-        for row in measured:
-            print(markdown_row(row), flush=True)  # row by row: a full run takes a while
-        rows += measured
+        rows += (head_rows if part == "head" else model_rows)(config, size, torch.device(device), args, g)
     print()
+    for line in goal_lines(rows):
+        print(f"- {line}")
     for r in rows:
         if r.step == "inference":
             images = int(r.size.rsplit(" ", 1)[1])
             print(
-                f"inference, {r.device}, {r.size}: retina {images / r.ours:.2f} images/s, "
-                f"torchvision {images / r.theirs:.2f} images/s"
+                f"- inference, {r.device}, {r.size}, {r.threads} thread{'s' if r.threads > 1 else ''}: "
+                f"retina {images / r.ours:.2f} images/s, torchvision {images / r.theirs:.2f} images/s"
             )
     return rows
 

@@ -12,7 +12,9 @@ Box losses on the foreground deltas (p(b | x) in the original design):
     nll        -log Normal(t; delta, 1): a unit-variance Gaussian, i.e. 0.5 * squared error + const
 
 The batch loss takes every image at once and divides by the number of foreground anchors in the batch
-(at least 1), as in Sec. 3.3 ("normalized by the number of anchors assigned to a ground-truth box").
+(at least 1), as in Sec. 3.3 ("normalized by the number of anchors assigned to a ground-truth box"). Its focal
+term runs block by block over the `[B, N, C]` logits with its own backward pass (`FocalLossSum`): no one-hot
+target, no `[B, N, C]` intermediates, and each block stays in the CPU's cache through its elementwise passes.
 """
 
 from __future__ import annotations
@@ -88,20 +90,77 @@ def retina_loss(
         {"classification": scalar, "bbox_regression": scalar}, both divided by the foreground count.
     """
     foreground = cls_targets >= 0  # [B, N]
-    counted = cls_targets >= -1  # [B, N]: foreground and background; ignored anchors drop out
     num_foreground = foreground.sum().clamp(min=1).to(cls_logits.dtype)
 
     # Almost every (anchor, class) pair is a negative. Score every logit as a negative (target 0), then swap
-    # in the positive loss (target 1) at the F pairs (foreground anchor, its class): no [B, N, C] one-hot
-    # target, and a third of the passes over the logits that sigmoid_focal_loss with one would make.
-    gamma = config.focal_gamma
-    alpha_positive, alpha_negative = (config.focal_alpha, 1 - config.focal_alpha) if config.focal_alpha >= 0 else (1, 1)
-    negatives = (focal_term(cls_logits, gamma).sum(dim=-1) * counted).sum()
+    # in the positive loss (target 1) at the F pairs (foreground anchor, its class): no [B, N, C] one-hot target.
+    alpha = config.focal_alpha
+    alpha_positive, alpha_negative = (alpha, 1 - alpha) if alpha >= 0 else (1.0, 1.0)
+    weight = (cls_targets >= -1).to(cls_logits.dtype) * alpha_negative  # [B, N]: ignored anchors drop out
     image_index, anchor_index = foreground.nonzero(as_tuple=True)  # [F] each
-    positive_logits = cls_logits[image_index, anchor_index, cls_targets[foreground]]  # [F]
-    swap = alpha_positive * focal_term(-positive_logits, gamma) - alpha_negative * focal_term(positive_logits, gamma)
-    cls_loss = alpha_negative * negatives + swap.sum()
+    positive = (image_index * cls_logits.shape[1] + anchor_index) * cls_logits.shape[2] + cls_targets[foreground]
+    logits = cls_logits.contiguous()  # FocalLossSum reads it as [B N, C] rows; a no-op for the model's outputs
+    cls_loss = FocalLossSum.apply(logits, weight, positive, alpha_positive, alpha_negative, config.focal_gamma)
 
     fg_anchors = anchors[None].expand(cls_targets.shape[0], -1, -1)[foreground]  # [F, 4]
     reg_loss = box_loss(box_deltas[foreground], box_targets[foreground], fg_anchors, config)
     return {"classification": cls_loss / num_foreground, "bbox_regression": reg_loss / num_foreground}
+
+
+# Elements of the [B, N, C] logits per block of FocalLossSum: a block (4 MiB of float32) stays in the CPU's cache from
+# one elementwise pass to the next, where whole-batch passes stream hundreds of MiB each; and blocks this large keep
+# the number of passes, each a parallel region whose threads wait for one another, low when the cores are shared.
+BLOCK = 2**20
+
+
+class FocalLossSum(torch.autograd.Function):
+    """The summed focal loss of a batch, block by block, in its own memory and its own backward pass.
+
+    forward(logits `[B, N, C]`, weight `[B, N]`, positive `[F]`, alpha_positive, alpha_negative, gamma) -> scalar
+        sum_{b, n, c} weight[b, n] FL(logits[b, n, c]; target 0)
+        + sum_f (alpha_positive FL(logits[f]; target 1) - alpha_negative FL(logits[f]; target 0)),
+    where `positive` holds the flat indices (into `logits.view(-1)`) of the F (foreground anchor, class) pairs and
+    `weight` is alpha_negative for counted anchors, 0 for ignored ones.
+
+    Autograd through the same expression keeps several `[B, N, C]` intermediates (softplus, sigmoid, powers) alive
+    from the forward to the backward pass and builds a `[B, N, C]` gradient for the positives alone; here the
+    forward keeps only its inputs, and the backward recomputes the derivative block by block into one gradient:
+    d/dx [softplus(x) sigmoid(x)^gamma] = sigmoid(x)^gamma (sigmoid(x) + gamma (1 - sigmoid(x)) softplus(x)).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, weight, positive, alpha_positive, alpha_negative, gamma):
+        ctx.save_for_backward(logits, weight, positive)
+        ctx.constants = alpha_positive, alpha_negative, gamma
+        rows, weights = _blocks(logits, weight)
+        total = sum(torch.dot(focal_term(x, gamma).sum(dim=1), w).double() for x, w in zip(rows, weights, strict=True))
+        x = logits.view(-1)[positive]  # [F]
+        swap = alpha_positive * focal_term(-x, gamma) - alpha_negative * focal_term(x, gamma)
+        return (total + swap.double().sum()).to(logits.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        logits, weight, positive = ctx.saved_tensors
+        alpha_positive, alpha_negative, gamma = ctx.constants
+        grad = torch.empty_like(logits)
+        rows, weights = _blocks(logits, weight)
+        for x, w, out in zip(rows, weights, _blocks(grad, weight)[0], strict=True):
+            torch.mul(focal_slope(x, gamma), (w * grad_output)[:, None], out=out)
+        x = logits.view(-1)[positive]  # [F]
+        swap = -alpha_positive * focal_slope(-x, gamma) - alpha_negative * focal_slope(x, gamma)
+        grad.view(-1)[positive] += swap * grad_output
+        return grad, None, None, None, None, None
+
+
+def _blocks(logits: Tensor, weight: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """`logits[B, N, C]` and `weight[B, N]` as matching blocks of rows: `[R, C]` and `[R]`, R C about BLOCK."""
+    num_classes = logits.shape[-1]
+    rows = max(1, BLOCK // num_classes)
+    return logits.view(-1, num_classes).split(rows), weight.reshape(-1).split(rows)
+
+
+def focal_slope(s: Tensor, gamma: float) -> Tensor:
+    """The derivative of `focal_term(s, gamma)` with respect to s, in four passes."""
+    p = torch.sigmoid(s)
+    return torch.addcmul(p, F.softplus(s), 1 - p, value=gamma).mul_(p**gamma)

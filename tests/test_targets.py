@@ -14,7 +14,9 @@ from retina.config import IMAGENET_MEAN, RetinaConfig
 from retina.targets import (
     BACKGROUND,
     IGNORE,
+    AnchorGrid,
     DetectionCollate,
+    anchor_grid,
     encode_targets,
     match_anchors,
     pad_targets,
@@ -27,6 +29,17 @@ IMAGE = (256, 256)
 @pytest.fixture(scope="module")
 def anchors() -> torch.Tensor:
     return generate_anchors(RetinaConfig(), IMAGE)
+
+
+@pytest.fixture(scope="module")
+def grid(anchors) -> AnchorGrid:
+    return anchor_grid(anchors, grid_sizes(IMAGE, RetinaConfig().strides))
+
+
+@pytest.fixture(params=["dense", "grid"])
+def matchable(request, anchors, grid):
+    """The anchors as match_anchors takes them: `[N, 4]` (every anchor against every box) or their AnchorGrid."""
+    return anchors if request.param == "dense" else grid
 
 
 def reference_match(gt: torch.Tensor, anchors: torch.Tensor, low_quality: bool = True) -> torch.Tensor:
@@ -49,12 +62,12 @@ def batch_of_boxes(make_boxes) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("low_quality", [True, False])
-def test_match_equals_torchvision_matcher_per_image(anchors, make_boxes, low_quality):
+def test_match_equals_torchvision_matcher_per_image(anchors, matchable, make_boxes, low_quality):
     boxes = batch_of_boxes(make_boxes)
     targets = [{"boxes": b, "labels": torch.zeros(len(b), dtype=torch.long)} for b in boxes]
     gt, _, valid, ignore = pad_targets(targets)
     assert gt.shape == (4, 12, 4) and valid.sum(1).tolist() == [5, 0, 12, 2]
-    matched = match_anchors(anchors, gt, valid, ignore, low_quality_matches=low_quality)
+    matched = match_anchors(matchable, gt, valid, ignore, low_quality_matches=low_quality)
     assert matched.shape == (4, len(anchors)) and matched.dtype == torch.long
     for b, image_boxes in enumerate(boxes):
         expected = reference_match(image_boxes, anchors, low_quality)
@@ -66,7 +79,7 @@ def test_match_equals_torchvision_matcher_per_image(anchors, make_boxes, low_qua
     # are not valid change nothing.
     garbage = gt.clone()
     garbage[~valid] = torch.tensor([30.0, 30.0, 90.0, 90.0])
-    assert torch.equal(match_anchors(anchors, garbage, valid, ignore, low_quality_matches=low_quality), matched)
+    assert torch.equal(match_anchors(matchable, garbage, valid, ignore, low_quality_matches=low_quality), matched)
 
 
 def test_low_quality_matches_make_the_best_anchors_foreground(anchors, make_boxes):
@@ -111,7 +124,7 @@ def test_batch_without_any_box_is_background(anchors):
     assert (box_targets == 0).all()
 
 
-def test_degenerate_boxes_never_match(anchors, make_boxes):
+def test_degenerate_boxes_never_match(anchors, matchable, make_boxes):
     degenerate = torch.tensor([[50.0, 50.0, 50.0, 90.0], [10.0, 80.0, 70.0, 80.0], [30.0, 30.0, 20.0, 40.0]])
     real = make_boxes(3, IMAGE, min_size=30.0)
     targets = [
@@ -120,23 +133,23 @@ def test_degenerate_boxes_never_match(anchors, make_boxes):
     ]
     gt, _, valid, ignore = pad_targets(targets)
     assert valid.tolist() == [[False, False, False, False], [False, True, True, True]]
-    matched = match_anchors(anchors, gt, valid, ignore)
+    matched = match_anchors(matchable, gt, valid, ignore)
     assert (matched[0] == BACKGROUND).all()
     assert torch.equal(matched[1], reference_match(real, anchors) + (reference_match(real, anchors) >= 0).long())
     # Even when flagged valid, a box that overlaps no anchor (IoU 0 everywhere) gets no "best" anchors:
     # without the guard every anchor would tie at IoU 0 and turn foreground, as torchvision's Matcher does.
     far = torch.tensor([[[5000.0, 5000.0, 5010.0, 5010.0]]])
     for box in (degenerate[None, :1], far):
-        out = match_anchors(anchors, box, torch.ones(1, 1, dtype=torch.bool))
+        out = match_anchors(matchable, box, torch.ones(1, 1, dtype=torch.bool))
         assert (out == BACKGROUND).all()
         assert (reference_match(box[0], anchors) == 0).all()  # the behaviour the guard avoids
 
 
-def reference_match_with_ignore(boxes, ignore, anchors):
+def reference_match_with_ignore(boxes, ignore, anchors, low_quality=True):
     """Matcher on the boxes that are not ignored (indices mapped back to the image's own box order); then
     background anchors with IoU >= 0.4 with an ignored box become IGNORE."""
     objects = (~ignore).nonzero()[:, 0]
-    matched = reference_match(boxes[objects], anchors)
+    matched = reference_match(boxes[objects], anchors, low_quality)
     if len(objects):
         matched = torch.where(matched >= 0, objects[matched.clamp(min=0)], matched)
     if ignore.any():
@@ -145,7 +158,7 @@ def reference_match_with_ignore(boxes, ignore, anchors):
     return matched
 
 
-def test_ignore_boxes(anchors, make_boxes):
+def test_ignore_boxes(anchors, matchable, make_boxes):
     objects = make_boxes(4, IMAGE, min_size=30.0, max_size=150.0)
     crowds = torch.cat((objects[:1] + torch.tensor([6.0, -4.0, 6.0, -4.0]), make_boxes(2, IMAGE, min_size=40.0)))
     # image 0: objects and crowds interleaved; image 1: only a crowd box
@@ -158,7 +171,7 @@ def test_ignore_boxes(anchors, make_boxes):
     ]
     gt, _, valid, ignore = pad_targets(targets)
     assert ignore.tolist() == [is_crowd.tolist(), [True] + [False] * 6]
-    matched = match_anchors(anchors, gt, valid, ignore)
+    matched = match_anchors(matchable, gt, valid, ignore)
 
     assert torch.equal(matched[0], reference_match_with_ignore(boxes, is_crowd, anchors))
     assert set(matched[0][matched[0] >= 0].tolist()) == set((~is_crowd).nonzero()[:, 0].tolist())  # no crowd
@@ -176,7 +189,7 @@ def test_ignore_boxes(anchors, make_boxes):
     assert (matched[1] >= 0).sum() == 0 and (matched[1] == IGNORE).sum() == (crowd_iou >= 0.4).sum()
 
 
-def test_thresholds_are_inclusive_as_in_torchvision(anchors):
+def test_thresholds_are_inclusive_as_in_torchvision(anchors, matchable):
     """IoU exactly 0.5 is foreground and exactly 0.4 is ignored (Matcher: < 0.4 background, >= 0.5 foreground)."""
     square = anchors[3]  # P3 location (0, 0), ratio 1, scale 1: the 32 px square around (0, 0)
     assert torch.equal(square, torch.tensor([-16.0, -16.0, 16.0, 16.0]))
@@ -184,7 +197,7 @@ def test_thresholds_are_inclusive_as_in_torchvision(anchors):
     two_fifths = torch.tensor([[-16.0, -16.0, 16.0, 64.0]])  # 32 x 80: IoU 1024 / 2560
     for box, iou, fate in ((half, 0.5, 0), (two_fifths, 0.4, IGNORE)):
         assert torchvision.ops.box_iou(box, square[None])[0, 0] == torch.tensor(iou)  # exactly, in float32
-        matched = match_anchors(anchors, box[None], torch.ones(1, 1, dtype=torch.bool), low_quality_matches=False)
+        matched = match_anchors(matchable, box[None], torch.ones(1, 1, dtype=torch.bool), low_quality_matches=False)
         assert matched[0, 3] == fate
         assert torch.equal(matched[0], reference_match(box, anchors, low_quality=False))
 
@@ -212,6 +225,122 @@ def test_encode_targets_by_hand(anchors, make_boxes, gen, weights):
         assert torch.equal(cls_targets[b], expected_cls)
         torch.testing.assert_close(box_targets[b], expected_box, rtol=1e-6, atol=1e-6)
     assert (cls_targets >= 0).sum() > 20 and (box_targets.abs().sum(-1) > 0).sum() > 20
+
+
+# ---------------------------------------------------------------- the grid fast path
+
+# Anchor settings the fast path must handle: the paper's; torchvision's strides from the grid (an image size that is
+# not a multiple of 128); cell-centred anchors of the cpu preset (3 square shapes); unrounded anchors; one shape.
+GRID_CONFIGS = {
+    "paper": (RetinaConfig(), (256, 384)),
+    "strides from grid": (RetinaConfig(strides_from_grid=True, size_divisible=32), (224, 352)),
+    "cell centres": (
+        RetinaConfig(anchor_sizes=(16, 32, 64, 128, 256), aspect_ratios=(1.0,), anchor_offset=0.5),
+        (256, 256),
+    ),
+    "unrounded": (RetinaConfig(round_anchors=False, anchor_offset=0.5), (128, 256)),
+    "one shape": (RetinaConfig(anchor_scales=(1.0,), aspect_ratios=(1.0,)), (128, 128)),
+}
+
+
+def adversarial_images(gen, anchors: torch.Tensor, image_size: tuple[int, int]) -> list[dict]:
+    """Images that stress the sub-grids and the tie-breaks, as targets ({"boxes", "labels", "ignore"})."""
+    height, width = image_size
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, dtype=torch.float64)
+
+    def boxes(n, low, high):  # n boxes of side low..high px, anywhere in the image (edges included)
+        wh = low + (high - low) * rand(n, 2)
+        xy = rand(n, 2) * torch.tensor([width, height]) - wh / 2
+        return torch.cat((xy, xy + wh), dim=1).float()
+
+    picked = anchors[torch.randint(len(anchors), (40,), generator=gen)]
+    half_step = torch.tensor([4.0, 0.0, 4.0, 0.0])
+    grid_aligned = torch.cat((picked[:20], picked[20:] + half_step))  # IoU 1, and ties between two anchors
+    huge = torch.tensor([[-50.0, -80.0, width + 90.0, height + 70.0], [0.0, 0.0, width, height]])
+    outside = torch.tensor([[-60.0, -60.0, -20.0, -20.0], [width + 10.0, 10.0, width + 90.0, 50.0]])
+    images = [
+        boxes(100, 4.0, 200.0),  # many boxes
+        boxes(5, 0.5, 3.0),  # tiny boxes: their best IoU is far below 0.4
+        torch.zeros(0, 4),  # an empty image
+        torch.cat((grid_aligned, grid_aligned[:10])),  # duplicates: every tie between boxes
+        torch.cat((huge, boxes(4, 30.0, 120.0), huge[:1])),  # larger than the image, and a duplicate of one
+        torch.cat((outside, boxes(3, 10.0, 60.0))),  # boxes with no anchor inside the image near them
+        boxes(30, 20.0, 2 * max(height, width)),  # boxes up to twice the image
+    ]
+    targets = []
+    for b in images:
+        ignore = rand(len(b)) < 0.2  # crowd boxes among them
+        targets.append({"boxes": b, "labels": torch.zeros(len(b), dtype=torch.long), "ignore": ignore})
+    targets.append({**targets[0], "ignore": torch.zeros(len(images[0]), dtype=torch.bool)})  # no crowds
+    return targets
+
+
+@pytest.mark.parametrize("name", GRID_CONFIGS)
+@pytest.mark.parametrize("low_quality", [True, False])
+def test_grid_matching_equals_dense_and_torchvision_on_adversarial_images(gen, name, low_quality):
+    config, image_size = GRID_CONFIGS[name]
+    anchors = generate_anchors(config, image_size)
+    grid = anchor_grid(anchors, grid_sizes(image_size, config.strides))
+    targets = adversarial_images(gen, anchors, image_size)
+    gt, _, valid, ignore = pad_targets(targets)
+    for fg_iou, bg_iou in ((0.5, 0.4), (0.5, 0.5), (0.6, 0.05)):
+        args = (gt, valid, ignore, fg_iou, bg_iou, low_quality)
+        dense, fast = match_anchors(anchors, *args), match_anchors(grid, *args)
+        assert torch.equal(fast, dense), f"{name}, thresholds {fg_iou} / {bg_iou}"
+        if (fg_iou, bg_iou) != (0.5, 0.4):
+            continue
+        for b, target in enumerate(targets):
+            # torchvision's Matcher makes every anchor of a box that overlaps none foreground; we make none.
+            overlapping = torchvision.ops.box_iou(target["boxes"], anchors).amax(dim=1) > 0
+            if low_quality and not overlapping.all():
+                continue
+            expected = reference_match_with_ignore(target["boxes"], target["ignore"], anchors, low_quality)
+            assert torch.equal(fast[b], expected), f"{name}, image {b}"
+    # every fate occurs, and low-quality matches below 0.4 (the tiny boxes) among them
+    assert {BACKGROUND, IGNORE} < set(fast.unique().tolist())
+    assert (fast[1] >= 0).any() == low_quality
+
+
+def test_grid_matching_ties_and_duplicates_as_torchvision(grid, anchors, gen):
+    """Boxes equal to anchors, shifted half a step between two, and each twice: the first of tied boxes wins
+    and every tied best anchor is a low-quality match, as in torchvision's Matcher."""
+    picked = anchors[torch.randint(len(anchors), (12,), generator=gen)]
+    boxes = torch.cat((picked, picked + torch.tensor([4.0, 4.0, 4.0, 4.0])))
+    boxes = torch.cat((boxes, boxes.flip(0)))  # each box twice: the lower slot keeps every anchor
+    gt, _, valid, ignore = pad_targets([{"boxes": boxes, "labels": torch.zeros(len(boxes))}])
+    matched = match_anchors(grid, gt, valid, ignore)
+    assert torch.equal(matched[0], reference_match(boxes, anchors))
+    assert set(matched[0][matched[0] >= 0].tolist()) <= set(range(len(boxes) // 2))
+
+
+def test_grid_matching_with_thresholds_at_zero_falls_back_to_dense(grid, anchors, make_boxes):
+    boxes = make_boxes(6)
+    ignore = torch.tensor([[False, True, False, False, True, False]])
+    gt, _, valid, _ = pad_targets([{"boxes": boxes, "labels": torch.zeros(6)}])
+    for fg_iou, bg_iou in ((0.5, 0.0), (0.0, 0.0)):
+        args = (gt, valid, ignore, fg_iou, bg_iou)
+        assert torch.equal(match_anchors(grid, *args), match_anchors(anchors, *args))
+
+
+def test_anchor_grid_describes_the_anchors(grid, anchors):
+    config = RetinaConfig()
+    assert grid.num_shapes == 9 and len(grid.first) == 5 * 9 and torch.equal(grid.anchors, anchors)
+    levels = anchors_per_level(config, grid_sizes(IMAGE, config.strides))
+    for k, level in enumerate(levels):  # [H, W, A, 4]
+        h, w = level.shape[:2]
+        for a in range(9):
+            s = k * 9 + a
+            i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            index = grid.first[s] + i * grid.row_step[s] + j * grid.num_shapes
+            assert torch.equal(anchors[index], level[:, :, a])
+            assert torch.equal(grid.centre_x[s, :w], ((level[0, :, a, 0] + level[0, :, a, 2]) / 2).double())
+            assert torch.isinf(grid.centre_x[s, w:]).all()
+    with pytest.raises(ValueError, match="do not fill grids"):
+        anchor_grid(anchors[:-1], grid_sizes(IMAGE, config.strides))
+    with pytest.raises(ValueError, match="not a grid"):
+        anchor_grid(anchors.flip(0), grid_sizes(IMAGE, config.strides))
 
 
 # ---------------------------------------------------------------- collate
