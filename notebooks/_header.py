@@ -1,8 +1,8 @@
 """Stamp the same two opening cells on every notebook: the "Open in Colab" badge and the set-up cell.
 
 The repository's URL is written in one place, pyproject.toml's `[project.urls] Repository`; this script
-copies it into the badge and into the set-up cell's `pip install`, which Colab needs before the package
-exists. `make notebooks` runs it before executing the notebooks, and tests/test_notebooks_clean.py checks
+copies it into the badge and into the set-up cell's `git clone`, which Colab needs before the repository is
+there. `make notebooks` runs it before executing the notebooks, and tests/test_notebooks_clean.py checks
 that every notebook carries exactly these cells, so a changed URL cannot be half applied.
 
     python notebooks/_header.py [NOTEBOOK.ipynb ...]     # default: every notebooks/[0-9]*.ipynb
@@ -21,23 +21,32 @@ PYPROJECT = NOTEBOOKS.parent / "pyproject.toml"
 TAG = "retina-header"  # the stamped cells carry this tag; stamping replaces them
 
 SETUP = """\
-# Set-up, the same in every notebook: installs retina into this kernel where it is missing (Colab),
-# runs from the repository root, and picks the GPU when there is one.
-import importlib.util
+# Set-up, the same in every notebook. Outside the repository (on Colab, or a notebook opened alone) it clones it:
+# the notebooks need its data samples and the trained detector in out/. It installs retina where it is missing,
+# without replacing what the kernel has (Colab's torch, torchvision and ipywidgets stay), runs from the repository
+# root, and picks the training recipe: $RETINA_PRESET, else "colab" with a GPU and "cpu" without one.
+import importlib.metadata
 import os
 
-if importlib.util.find_spec("retina") is None:
-    %pip install --quiet "git+{url}"
 if os.path.basename(os.getcwd()) == "notebooks":
     os.chdir("..")
+if not os.path.isfile("retina/__init__.py"):
+    if not os.path.isdir("{name}"):
+        !git clone --quiet --depth 1 {url}
+    os.chdir("{name}")
+try:
+    importlib.metadata.version("retina")
+except importlib.metadata.PackageNotFoundError:
+    %pip install --quiet -e .
 # the figures are mostly photos: JPEG keeps the notebooks small
 %config InlineBackend.figure_formats = ["jpeg"]
 
 import torch
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+PRESET = os.environ.get("RETINA_PRESET") or ("colab" if device.type == "cuda" else "cpu")
 SMOKE = os.environ.get("RETINA_SMOKE") == "1"  # set by `make test`: a few images and steps instead of the real work
-print(f"device: {{device}}, smoke run: {{SMOKE}}")"""
+print(f"device: {{device}}, preset: {{PRESET}}, smoke run: {{SMOKE}}")"""
 
 
 def repo_url(pyproject: Path = PYPROJECT) -> str:
@@ -56,7 +65,9 @@ def header_cells(url: str, name: str) -> list:
     badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab}/blob/main/notebooks/{name})"
     return [
         nbformat.v4.new_markdown_cell(badge, id="colab-badge", metadata={"tags": [TAG]}),
-        nbformat.v4.new_code_cell(SETUP.format(url=url), id="setup", metadata={"tags": [TAG]}),
+        nbformat.v4.new_code_cell(
+            SETUP.format(url=url, name=url.rsplit("/", 1)[-1]), id="setup", metadata={"tags": [TAG]}
+        ),
     ]
 
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m retina {data,train,evaluate,detect} ...` (or the `retina` script).
+"""Command line: `python -m retina {data,train,evaluate,detect,export} ...` (or the `retina` script).
 
 Each sub-command lives with its module; this file only dispatches, importing the module it needs.
 """
@@ -13,6 +13,7 @@ COMMANDS = {
     "train": ("retina.train", "train a RetinaNet"),
     "evaluate": ("retina.evaluate", "COCO mAP of a checkpoint on a dataset"),
     "detect": ("retina.viz", "draw a checkpoint's detections on images"),
+    "export": ("retina.checkpoint", "keep a checkpoint's weights, config and classes: a small model file"),
 }
 
 

@@ -14,9 +14,8 @@ Where the errors are: `class_agnostic` takes the classes away (every box one cla
 classes by NMS). Its AP measures how well the detector finds and places objects; the gap down to the ordinary AP
 is what telling the classes apart still costs.
 
-Also here, because evaluation starts from a trained model: reading the checkpoints `retina.train` writes
-(`load_checkpoint`, `load_model`, with clear errors for a missing, truncated or foreign file) and opening a
-dataset split by directory (`open_dataset`). The command line:
+Also here: opening a dataset split by directory (`open_dataset`). Checkpoints are read by `retina.checkpoint`.
+The command line:
 
     python -m retina evaluate --checkpoint runs/cpu/last.pt [--data data/shapes --split val] [--out metrics.json]
                               [--class-agnostic]
@@ -41,20 +40,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import nms
 from tqdm import tqdm
 
-from retina.config import RetinaConfig
+from retina.checkpoint import CheckpointError, load_checkpoint, load_model
 from retina.data import SHAPES_CLASSES, VOC_CLASSES, DatasetError, VOCDetection, coco_dataset
 from retina.model import RetinaNet
 from retina.postprocess import TTA_VIEWS
+from retina.viz import plot_pr_curves
 
 # The order of COCOeval.stats.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-CHECKPOINT_KEYS = ("model", "model_config", "classes")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: the message names the file and the problem."""
-
-
 def open_dataset(root: str | Path, split: str, fmt: str = "auto", transforms=None) -> Dataset:
     """Split `split` of the dataset in `root`: COCO layout (`root/annotations/instances_{split}.json`, as the shapes
     set and COCO 2017) or Pascal VOC layout (a `VOC<year>` directory). "auto" picks COCO when `root/annotations`
@@ -68,51 +61,6 @@ def open_dataset(root: str | Path, split: str, fmt: str = "auto", transforms=Non
         classes = SHAPES_CLASSES if (root / "meta.json").is_file() else VOC_CLASSES
         return VOCDetection(root, split, classes=classes, transforms=transforms)
     raise ValueError(f"unknown dataset format {fmt!r}; expected auto, coco or voc")
-
-
-# --------------------------------------------------------------------------------------------------- checkpoints
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by `retina.train` (tensors, dicts, lists, numbers and strings only, so it loads
-    with `weights_only=True`: no code from the file runs). Raises CheckpointError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated zip, a pickle of foreign objects, ...: torch raises many kinds
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is truncated, corrupt or not a PyTorch checkpoint "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-        ) from None
-    missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"{path} is not a retina checkpoint: it lacks {missing}")
-    try:
-        RetinaConfig.from_dict(checkpoint["model_config"])
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: its model_config is not a RetinaConfig of this version ({error})") from None
-    return checkpoint
-
-
-def load_model(
-    checkpoint: str | Path | dict, device: str | torch.device = "cpu", tta: str | None = None
-) -> tuple[RetinaNet, list[str]]:
-    """The trained model of a checkpoint (a path, or a dict from `load_checkpoint`), in eval mode, and its class
-    names (`classes[label]`). `tta` replaces the checkpoint's test-time augmentation (none | flip | d4)."""
-    source = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    name = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
-    config = RetinaConfig.from_dict(source["model_config"])
-    try:
-        model = RetinaNet(config=config if tta is None else config.replace(tta=tta))
-    except ValueError as error:
-        raise CheckpointError(f"{name}: tta={tta!r} does not fit its detector: {error}") from None
-    try:
-        model.load_state_dict(source["model"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{name}: its weights do not fit its own model_config ({error})") from None
-    return model.to(device).eval(), list(source["classes"])
 
 
 # ----------------------------------------------------------------------------------------- ground truth, results
@@ -376,8 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
     if args.pr_curve:
-        from retina.viz import plot_pr_curves  # viz imports this module: import it only when plotting
-
         plot_pr_curves(evaluator, classes, args.pr_curve)
         print(f"wrote {args.pr_curve}")
     return 0

@@ -184,6 +184,7 @@ class RetinaNet(nn.Module):
         check_tta(config)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self._anchors: dict = {}  # (config, image size, device) -> [N, 4], see `anchors`
         self.backbone = ResNetBackbone(
             config.backbone,
             config.backbone_norm,
@@ -211,19 +212,31 @@ class RetinaNet(nn.Module):
         return self.cls_head(features), self.box_head(features)
 
     def anchors(self, image_size: tuple[int, int]) -> Tensor:
-        """The `[N, 4]` anchors matching `forward`'s outputs for a `(height, width)` input."""
-        return generate_anchors(self.config, image_size).to(self.mean.device)
+        """The `[N, 4]` anchors matching `forward`'s outputs for a `(height, width)` input (computed once per size,
+        config and device: a training run asks for the same ones every step)."""
+        key = (self.config, tuple(image_size), self.mean.device)
+        if key not in self._anchors:
+            if len(self._anchors) >= 16:  # many image sizes (detect on photos): keep the memory bounded
+                self._anchors.clear()
+            self._anchors[key] = generate_anchors(self.config, tuple(image_size)).to(self.mean.device)
+        return self._anchors[key]
 
-    def loss(self, batch: dict) -> dict[str, Tensor]:
-        """Losses for a batch from `DetectionCollate`: {"classification", "bbox_regression"}."""
-        images = batch["images"].to(self.mean.device)
-        cls_logits, box_deltas = self(images)
+    def loss(self, batch: dict, outputs: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+        """Losses for a batch from `DetectionCollate`: {"classification", "bbox_regression"}.
+
+        `outputs`: the network's `(class logits [B, N, C], box deltas [B, N, 4])` for `batch["images"]` when the
+        caller has run it already (the trainer runs it under autocast, compiled or in DDP); else computed here.
+        """
+        device = self.mean.device
+        if outputs is None:
+            outputs = self(batch["images"].to(device))
+        cls_logits, box_deltas = outputs
         return retina_loss(
             cls_logits.float(),
             box_deltas.float(),
-            batch["cls_targets"].to(images.device),
-            batch["box_targets"].to(images.device),
-            self.anchors(tuple(images.shape[-2:])),
+            batch["cls_targets"].to(device, non_blocking=True),  # [B, N]
+            batch["box_targets"].to(device, non_blocking=True),  # [B, N, 4]
+            self.anchors(tuple(batch["images"].shape[-2:])),
             self.config,
         )
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import ctypes
 import json
 import math
 import os
@@ -52,16 +51,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from retina.anchors import generate_anchors
+from retina.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from retina.config import RetinaConfig
 from retina.data import DatasetError, train_transforms
-from retina.evaluate import CheckpointError, evaluate_model, format_metrics, load_checkpoint, open_dataset
-from retina.losses import retina_loss
+from retina.data.loader import train_loader
+from retina.distributed import foreground_scale, reduce_over_processes, setup_distributed
+from retina.evaluate import evaluate_model, format_metrics, open_dataset
 from retina.model import RetinaNet
 from retina.pretrained import WeightsError, load_backbone_weights
 from retina.targets import DetectionCollate
@@ -160,18 +159,11 @@ class TrainConfig:
         """The demo: trained from scratch on the 256 px shapes set for 10 minutes on 2 CPU cores, as two processes
         of one thread each (`torchrun --nproc_per_node 2 -m retina train --preset cpu`, what `make demo` runs).
 
-        From scratch every layer must learn and normalise: trainable BatchNorm in the backbone, GroupNorm in the
-        heads. In ten minutes the number of steps decides, so every part is sized to the budget: a ResNet-10
-        (ResNet-18 with one block per stage) at a quarter of torchvision's width (16..128 channels), a 64-channel
-        FPN and subnets of one convolution, one anchor shape per scale (square: the shapes' boxes are near square
-        once turned) at 16..256 px for 12..150 px objects (cell-centred), batches of 8 at a high learning rate,
-        channels-last convolutions, no DataLoader workers (both cores train). GIoU box loss, AdamW with warm-up and
-        a cosine schedule over the wall-clock budget (595 s: ten minutes, less one step's margin), random flips and
-        quarter turns (the shapes have no up). More distinct images are not what ten minutes lack: four times the
-        training images gave the same AP. At test time the detector averages its eight turned and mirrored views
-        (`tta="d4"`, which the cell-centred, square anchors allow): the classes it mixes up after ten minutes are
-        what the mean over views corrects most. Notebook 05 gives the measurements behind each choice; the README
-        has the result.
+        Sized so that ten minutes give it enough steps: a quarter-width ResNet-10 with trainable BatchNorm, a
+        64-channel FPN, subnets of one convolution with GroupNorm, three square cell-centred anchors per position
+        at 16..256 px, AdamW with warm-up and a cosine schedule over the wall-clock budget, random flips and
+        quarter turns, and the eight turned and mirrored views at test time. Notebook 05 explains each choice;
+        notebooks/05_training_appendix.md has the runs behind them.
         """
         model = RetinaConfig(
             backbone="resnet10",
@@ -252,111 +244,6 @@ class TrainConfig:
 PRESETS = ("paper", "colab", "cpu")
 
 
-# ------------------------------------------------------------------------------------------------------- data
-
-
-class TrainSamples(Dataset):
-    """The training set as the loader reads it: key `(index, seed)` -> image `index`, augmented under RNG seed `seed`.
-
-    Seeding every sample makes its augmentation a function of the key alone: the same whichever worker or process
-    reads it, and after a resume. With `preload`, every image is decoded once and kept as uint8 (a 256 px image
-    takes 192 KB); the collate_fn turns uint8 back into [0, 1] floats.
-    """
-
-    def __init__(self, dataset: Dataset, transforms, preload: bool = False):
-        self.dataset, self.transforms = dataset, transforms
-        self.cache = None
-        if preload:
-            self.cache = []
-            for i in range(len(dataset)):
-                self.cache.append(self._compact(*dataset[i]))
-                if i % 256 == 255:  # trim as we go: 8000 images would leave 16 GB of freed buffers behind
-                    release_freed_memory()
-            release_freed_memory()
-
-    @staticmethod
-    def _compact(image: Tensor, target: dict) -> tuple[Tensor, dict]:
-        return (image * 255).round().to(torch.uint8), target
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, dict]:
-        index, seed = key
-        image, target = self.cache[index] if self.cache is not None else self.dataset[index]
-        with torch.random.fork_rng(devices=[]):  # leave the process's own RNG stream untouched
-            # the CPU generator only: torch.manual_seed also queues a seed for every GPU (0.1 ms a sample)
-            torch.default_generator.manual_seed(seed)
-            return self.transforms(image, target)
-
-
-def release_freed_memory() -> None:
-    """Hand the heap's free pages back to the OS (glibc only). Preloading decodes every image as float and keeps it
-    as uint8; the freed float buffers stay behind as heap fragments, 2 MB per 256 px image instead of 0.2."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
-class EpochBatches(Sampler):
-    """One process's batches of one epoch, as lists of `(index, seed)` keys for `TrainSamples`.
-
-    The order is DistributedSampler's: a permutation seeded with seed + epoch, the same on every process, of which
-    process r takes the images r, r + W, r + 2W, ... So the W processes' batches number k together hold images
-    [k * B, (k + 1) * B) of the permutation: exactly the global batch one process would draw. The incomplete last
-    batch is dropped. `set_epoch(epoch, skip)` restarts the order of `epoch` after its first `skip` batches: a
-    resume mid-epoch. With `landscape` (one bool per image), batches hold one orientation only.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        landscape: list[bool] | None = None,
-    ):
-        self.order = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-        self.batch_size, self.seed, self.num_images, self.landscape = batch_size, seed, len(dataset), landscape
-        self.epoch = self.skip = 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.order.set_epoch(epoch)
-        self.epoch, self.skip = epoch, skip
-
-    def batches(self) -> list[list[int]]:
-        """Every batch of the current epoch, as dataset indices."""
-        indices, size = list(self.order), self.batch_size
-        if self.landscape is None:
-            return [indices[k : k + size] for k in range(0, len(indices) - size + 1, size)]
-        buckets, batches = {False: [], True: []}, []
-        for i in indices:
-            bucket = buckets[self.landscape[i]]
-            bucket.append(i)
-            if len(bucket) == size:
-                batches.append(bucket[:])
-                bucket.clear()
-        # Every process must make the same number of steps: keep the count all of them reach for sure (each of
-        # the two buckets leaves at most size - 1 images behind).
-        return batches[: max(0, (len(indices) - 2 * (size - 1)) // size)]
-
-    def __len__(self) -> int:
-        return len(self.batches()) - self.skip
-
-    def __iter__(self):
-        offset = self.seed + self.epoch * self.num_images
-        for batch in self.batches()[self.skip :]:
-            yield [(i, offset + i) for i in batch]
-
-
-def ignore_sigint(worker_id: int) -> None:
-    """DataLoader worker_init_fn: Ctrl-C is for the training process, which stops cleanly; a worker killed by it
-    would take the batch in flight with it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 # ---------------------------------------------------------------------------------------- model and optimiser
 
 
@@ -387,79 +274,18 @@ def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
     return decay * (cfg.warmup_factor + (1 - cfg.warmup_factor) * step / cfg.warmup_steps)
 
 
-def batch_losses(
-    net: nn.Module, batch: dict, cfg: TrainConfig, config: RetinaConfig, device: torch.device, world_size: int
-) -> dict[str, Tensor]:
-    """Forward a collated batch and return the loss terms {"classification", "bbox_regression"}.
-
-    `retina_loss` divides by the number of foreground anchors F_r of the images it sees. Under DDP each of the W
-    processes sees its share of the batch and DDP averages the gradients, which would give mean_r(L_r / F_r) instead
-    of sum_r(L_r) / F, the loss one process computes on the whole batch (the shares' F_r differ). So the counts
-    are summed over processes (as detectron2 does) and each process's loss is rescaled to L_r / (F / W): the
-    average over the processes is then exactly sum_r(L_r) / F, and the gradients equal the single-process ones.
-    """
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    images = batch["images"].to(device, non_blocking=True, memory_format=memory_format)
-    cls_targets = batch["cls_targets"].to(device, non_blocking=True)  # [B, N]
-    box_targets = batch["box_targets"].to(device, non_blocking=True)  # [B, N, 4]
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        cls_logits, box_deltas = net(images)  # [B, N, C], [B, N, 4]
-    anchors = generate_anchors(config, tuple(images.shape[-2:])).to(device)  # [N, 4]
-    losses = retina_loss(cls_logits.float(), box_deltas.float(), cls_targets, box_targets, anchors, config)
-    if world_size > 1:
-        local = (cls_targets >= 0).sum().float()
-        total = local.clone()
-        dist.all_reduce(total)
-        scale = local.clamp(min=1) * world_size / total.clamp(min=1)  # undo retina_loss's F_r, apply F / W
-        losses = {name: value * scale for name, value in losses.items()}
-    return losses
-
-
 # -------------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write `state` to `path` atomically: into a temporary file of the same directory, flushed to the disk, then
-    renamed over `path` (os.replace is atomic). A crash during the write leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if os.name == "posix":  # make the rename itself durable
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
-def rng_state() -> dict:
-    """Every global RNG as tensors, lists and numbers, so the checkpoint loads with weights_only=True."""
-    numpy_state = np.random.get_state()  # ("MT19937", keys uint32[624], pos, has_gauss, cached_gaussian)
-    version, internal, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-        "python": [version, list(internal), gauss],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
 def check_resumable(checkpoint: dict, path: str | Path, config: RetinaConfig, classes: list[str]) -> None:
-    """The checkpoint must hold the detector this run builds; otherwise list every difference."""
+    """The checkpoint must be a run's (not a model file) and hold the detector this run builds; otherwise list
+    every difference."""
+    missing = [key for key in ("optimizer", "scaler", "progress", "rng") if key not in checkpoint]
+    if missing:
+        raise TrainingError(
+            f"cannot resume from {path}: it is a model file (weights only, as `python -m retina export` writes), "
+            f"without the run's state {missing}; start a new run from its weights instead"
+        )
     saved = RetinaConfig.from_dict(checkpoint["model_config"]).to_dict()
     differences = [
         f"  {name}: checkpoint {saved[name]!r}, this run {value!r}"
@@ -478,21 +304,6 @@ def check_resumable(checkpoint: dict, path: str | Path, config: RetinaConfig, cl
 
 
 # ----------------------------------------------------------------------------------------------- the run's frame
-
-
-def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device). Under torchrun (WORLD_SIZE > 1 in the environment) this joins the process group:
-    NCCL between GPUs, Gloo on CPUs; each process drives the GPU of its LOCAL_RANK."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(f"cuda:{local_rank}" if device_name == "cuda" else device_name)
-    if world_size > 1:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world_size, device
 
 
 def prepare_out_dir(path: str | Path) -> Path:
@@ -552,28 +363,33 @@ def trim_metrics(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
 
 
-def check_finite(losses: dict[str, float], progress: dict, checkpoint_path: Path) -> None:
+def check_finite(losses: dict[str, float], progress: dict | None = None, checkpoint_path: Path | None = None) -> None:
     """The NaN guard: stop before a NaN or inf loss reaches the weights, saying where and which term."""
     for name, value in losses.items():
         if not math.isfinite(value):
+            where = ""
+            if progress is not None:
+                step, epoch, batch = progress["step"] + 1, progress["epoch"] + 1, progress["batch"] + 1
+                where = f" at step {step} (epoch {epoch}, batch {batch})"
+            kept = ""
+            if checkpoint_path is not None:
+                kept = f" The last good checkpoint {checkpoint_path} is untouched (if one was written)."
             raise TrainingError(
-                f"the {name} loss is {value} at step {progress['step'] + 1} (epoch {progress['epoch'] + 1}, batch "
-                f"{progress['batch'] + 1}); training stopped before the update. The last good checkpoint "
-                f"{checkpoint_path} is untouched (if one was written). Try a lower --lr, gradient clipping "
-                "(--set clip_grad_norm=10) or --amp none."
+                f"the {name} loss is {value}{where}; training stopped before the update.{kept} Try a lower --lr, "
+                "gradient clipping (--set clip_grad_norm=10) or --amp none."
             )
 
 
-class Window:
+class RunningLosses:
     """Running means of the losses over the steps since the last log record."""
 
     def __init__(self):
         self.start, self.steps, self.classification, self.bbox_regression = time.perf_counter(), 0, 0.0, 0.0
 
-    def add(self, classification: float, bbox_regression: float) -> None:
+    def add(self, losses: dict[str, float]) -> None:
         self.steps += 1
-        self.classification += classification
-        self.bbox_regression += bbox_regression
+        self.classification += losses["classification"]
+        self.bbox_regression += losses["bbox_regression"]
 
     def means(self) -> dict:
         cls, box = self.classification / self.steps, self.bbox_regression / self.steps
@@ -581,6 +397,89 @@ class Window:
 
 
 # ------------------------------------------------------------------------------------------------------- train
+
+
+def train_step(
+    net: nn.Module,
+    model: RetinaNet,
+    batch: dict,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    cfg: TrainConfig,
+    device: torch.device,
+    world_size: int = 1,
+    progress: dict | None = None,
+    checkpoint_path: Path | None = None,
+) -> dict[str, float]:
+    """One step of the paper's optimisation (Sec. 4.1) on a batch from `DetectionCollate`: forward, loss, NaN guard,
+    backward, gradient clipping, update, at the optimiser's current learning rate.
+
+    `net` runs the forward: the model itself, or it compiled or wrapped in DistributedDataParallel; `model` is the
+    RetinaNet, whose `loss` is the one loss path (the same as `model.loss(batch)`). Returns the loss terms
+    {"classification", "bbox_regression"} as floats, averaged over the processes.
+    """
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    images = batch["images"].to(device, non_blocking=True, memory_format=memory_format)  # [B, 3, H, W]
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        outputs = net(images)  # class logits [B, N, C], box deltas [B, N, 4]
+    losses = model.loss(batch, outputs)
+    if world_size > 1:
+        scale = foreground_scale(batch["cls_targets"].to(device), world_size)
+        losses = {name: value * scale for name, value in losses.items()}
+
+    # the NaN guard, before the weights are touched; the values are averaged over processes, so all agree
+    values = reduce_over_processes(torch.stack(list(losses.values())).detach(), world_size)
+    values = dict(zip(losses, values.tolist(), strict=True))
+    check_finite(values, progress, checkpoint_path)
+
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses["classification"] + losses["bbox_regression"]).backward()
+    if cfg.clip_grad_norm > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return values
+
+
+def open_training_data(cfg: TrainConfig, rank: int, world_size: int, device: torch.device):
+    """The training set's class names, this process's loader and sampler, and the validation set (main process)."""
+    train_set = open_dataset(cfg.data, cfg.train_split, cfg.data_format)
+    if len(train_set) == 0:
+        raise TrainingError(f"the training set {cfg.data} ({cfg.train_split}) has no images")
+    if cfg.batch_size > len(train_set):
+        raise TrainingError(
+            f"batch_size {cfg.batch_size} is larger than the training set ({len(train_set)} images in "
+            f"{cfg.data} {cfg.train_split}): use --batch-size {len(train_set)} or less"
+        )
+    if cfg.batch_size % world_size:
+        raise TrainingError(f"batch_size {cfg.batch_size} does not split evenly over {world_size} processes")
+    config = cfg.model.replace(num_classes=len(train_set.classes))
+    transforms = train_transforms(
+        min_size=cfg.train_sizes or config.min_size,
+        max_size=config.max_size,
+        flip_p=cfg.flip_p,
+        photometric=cfg.photometric,
+        rotate90=cfg.rotate90,
+    )
+    loader, batches = train_loader(
+        train_set,
+        transforms,
+        DetectionCollate(config),  # matching happens here, in the workers
+        cfg.batch_size // world_size,
+        cfg.seed,
+        rank,
+        world_size,
+        preload=cfg.preload,
+        aspect_grouping=cfg.aspect_grouping,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    if len(batches) == 0:
+        raise TrainingError(f"no complete batch of {cfg.batch_size} images per epoch (aspect grouping?)")
+    val_set = open_dataset(cfg.data, cfg.val_split, cfg.data_format) if cfg.val_split and rank == 0 else None
+    return list(train_set.classes), loader, batches, val_set
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict:
@@ -598,50 +497,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed, cfg.deterministic)
 
-    # ---- data: the training set, its batches, and the validation set
-    train_set = open_dataset(cfg.data, cfg.train_split, cfg.data_format)
-    classes = list(train_set.classes)
-    if len(train_set) == 0:
-        raise TrainingError(f"the training set {cfg.data} ({cfg.train_split}) has no images")
-    if cfg.batch_size > len(train_set):
-        raise TrainingError(
-            f"batch_size {cfg.batch_size} is larger than the training set ({len(train_set)} images in "
-            f"{cfg.data} {cfg.train_split}): use --batch-size {len(train_set)} or less"
-        )
-    if cfg.batch_size % world_size:
-        raise TrainingError(f"batch_size {cfg.batch_size} does not split evenly over {world_size} processes")
+    # ---- data, model, optimiser
+    classes, loader, batches, val_set = open_training_data(cfg, rank, world_size, device)
     config = cfg.model.replace(num_classes=len(classes))
     cfg = replace(cfg, model=config)  # the checkpoint's train_config then records the model that was trained
-    transforms = train_transforms(
-        min_size=cfg.train_sizes or config.min_size,
-        max_size=config.max_size,
-        flip_p=cfg.flip_p,
-        photometric=cfg.photometric,
-        rotate90=cfg.rotate90,
-    )
-    samples = TrainSamples(train_set, transforms, preload=cfg.preload)
-    landscape = None
-    if cfg.aspect_grouping:
-        landscape = [w > h for h, w in map(train_set.image_size, range(len(train_set)))]
-    batches = EpochBatches(train_set, cfg.batch_size // world_size, cfg.seed, rank, world_size, landscape)
-    steps_per_epoch = len(batches)
-    if steps_per_epoch == 0:
-        raise TrainingError(f"no complete batch of {cfg.batch_size} images per epoch (aspect grouping?)")
-    loader = DataLoader(
-        samples,
-        batch_sampler=batches,
-        collate_fn=DetectionCollate(config),  # matching happens here, in the workers
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        # Not persistent: each epoch's workers end with its loop, also when a time budget or Ctrl-C breaks it off.
-        # Persistent workers outlive train() inside the DataLoader, and a second run in the same process (a
-        # notebook's resume) forks its workers while the first run's are still referenced.
-        persistent_workers=False,
-        worker_init_fn=ignore_sigint,
-    )
-    val_set = open_dataset(cfg.data, cfg.val_split, cfg.data_format) if cfg.val_split and is_main else None
-
-    # ---- model and optimiser
     model = RetinaNet(config=config)
     if cfg.backbone_weights:
         load_backbone_weights(model, cfg.backbone_weights)
@@ -655,6 +514,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict:
     progress = {"epoch": 0, "batch": 0, "step": 0, "elapsed": 0.0}  # batch: steps done in the current epoch
     metrics = None
 
+    # ---- resume: the weights, the optimiser, the random generators and the place in the data
     if resume is not None:
         checkpoint = load_checkpoint(resume)
         check_resumable(checkpoint, resume, config, classes)
@@ -665,7 +525,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict:
         set_rng_state(checkpoint["rng"])
         if is_main:
             trim_metrics(metrics_path, progress["step"])
-            print(f"resuming {resume} at epoch {progress['epoch'] + 1}, step {progress['step']}")
+            print(
+                f"resuming {resume} after step {progress['step']} "
+                f"(epoch {progress['epoch']} counted from 0, batch {progress['batch']} of it)"
+            )
     elif is_main:
         metrics_path.unlink(missing_ok=True)  # a new run starts a new log
 
@@ -700,8 +563,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict:
             dist.barrier()
         return result
 
-    # ---- the loop: "running" until the last epoch ends ("finished"), the time budget is spent (also "finished")
-    # or Ctrl-C ("interrupted")
+    def log(record: dict) -> None:
+        if is_main:
+            with open(metrics_path, "a") as file:
+                file.write(json.dumps(record) + "\n")
+
+    # ---- the loop: "running" until the last epoch ends or the time budget is spent ("finished"), or Ctrl-C
+    # ("interrupted")
+    steps_per_epoch = len(batches)
     total_steps = cfg.epochs * steps_per_epoch
     status = "running" if progress["epoch"] < cfg.epochs else "finished"
     model.train()
@@ -709,81 +578,49 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict:
         while status == "running":
             epoch = progress["epoch"]
             batches.set_epoch(epoch, skip=progress["batch"])
-            progress_bar = tqdm(
-                total=steps_per_epoch,
-                initial=progress["batch"],
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not is_main,
-                dynamic_ncols=True,
-            )
-            with progress_bar as bar:
-                window = Window()
-                last = time.perf_counter()
-                for batch in loader:
-                    # All processes must agree on the clock (it sets the learning rate) and on stopping.
-                    clock = torch.tensor([progress["elapsed"], float(ctrl_c.requested)], dtype=torch.float64)
-                    if world_size > 1:
-                        clock = clock.to(device)
-                        dist.all_reduce(clock, op=dist.ReduceOp.MAX)
-                    progress["elapsed"], stop = clock[0].item(), clock[1].item() > 0
-                    if stop:
-                        status = "interrupted"
-                        break
-                    if cfg.time_budget > 0 and progress["elapsed"] >= cfg.time_budget:
-                        status = "finished"
-                        break
+            bar = tqdm(total=steps_per_epoch, initial=progress["batch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not is_main, dynamic_ncols=True)  # fmt: skip
+            window, last = RunningLosses(), time.perf_counter()
+            for batch in loader:
+                # all processes must agree on the clock (it sets the learning rate) and on stopping
+                clock = torch.tensor([progress["elapsed"], float(ctrl_c.requested)], dtype=torch.float64)
+                progress["elapsed"], stop = reduce_over_processes(clock.to(device), world_size, "max").tolist()
+                if stop or (cfg.time_budget > 0 and progress["elapsed"] >= cfg.time_budget):
+                    status = "interrupted" if stop else "finished"
+                    break
+                if cfg.time_budget > 0:
+                    fraction = progress["elapsed"] / cfg.time_budget
+                else:
+                    fraction = progress["step"] / total_steps
+                lr = cfg.lr * lr_factor(cfg, progress["step"], fraction)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
 
-                    if cfg.time_budget > 0:
-                        fraction = progress["elapsed"] / cfg.time_budget
-                    else:
-                        fraction = progress["step"] / total_steps
-                    lr = cfg.lr * lr_factor(cfg, progress["step"], fraction)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
+                losses = train_step(
+                    net, model, batch, optimizer, scaler, cfg, device, world_size, progress, checkpoint_path
+                )
 
-                    losses = batch_losses(net, batch, cfg, config, device, world_size)
-                    loss = losses["classification"] + losses["bbox_regression"]
-
-                    # NaN guard, before the weights are touched; the values are averaged over processes, so all agree.
-                    values = torch.stack([losses["classification"], losses["bbox_regression"]]).detach()
-                    if world_size > 1:
-                        dist.all_reduce(values)
-                        values /= world_size
-                    cls_value, box_value = values.tolist()
-                    check_finite({"classification": cls_value, "bbox_regression": box_value}, progress, checkpoint_path)
-
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if cfg.clip_grad_norm > 0:
-                        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-
-                    now = time.perf_counter()
-                    progress["elapsed"] += now - last
-                    progress["step"] += 1
-                    progress["batch"] += 1
-                    last = now
-                    window.add(cls_value, box_value)
-                    speed = window.steps * cfg.batch_size / max(now - window.start, 1e-9)  # images/s, all processes
-                    postfix = {"loss": f"{cls_value + box_value:.3f}", "lr": f"{lr:.2e}", "img/s": f"{speed:.1f}"}
-                    if cfg.time_budget > 0:
-                        postfix["left"] = f"{max(cfg.time_budget - progress['elapsed'], 0):.0f}s"
-                    bar.set_postfix(postfix, refresh=False)
-                    bar.update()
-                    if is_main and (window.steps == cfg.log_every or progress["batch"] == steps_per_epoch):
-                        record = {"step": progress["step"], "epoch": epoch, "lr": lr, **window.means()}
-                        record |= {"images_per_s": speed, "elapsed": progress["elapsed"]}
-                        with open(metrics_path, "a") as log:
-                            log.write(json.dumps(record) + "\n")
-                        window = Window()
+                now = time.perf_counter()
+                progress["elapsed"] += now - last
+                progress["step"] += 1
+                progress["batch"] += 1
+                last = now
+                window.add(losses)
+                speed = window.steps * cfg.batch_size / max(now - window.start, 1e-9)  # images/s, all processes
+                postfix = {"loss": f"{sum(losses.values()):.3f}", "lr": f"{lr:.2e}", "img/s": f"{speed:.1f}"}
+                if cfg.time_budget > 0:
+                    postfix["left"] = f"{max(cfg.time_budget - progress['elapsed'], 0):.0f}s"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update()
+                if window.steps == cfg.log_every or progress["batch"] == steps_per_epoch:
+                    log({"step": progress["step"], "epoch": epoch, "lr": lr, **window.means(),
+                         "images_per_s": speed, "elapsed": progress["elapsed"]})  # fmt: skip
+                    window = RunningLosses()
+            bar.close()
 
             if progress["batch"] == steps_per_epoch:  # the epoch ran to its end
-                progress["epoch"] += 1
-                progress["batch"] = 0
-                if progress["epoch"] == cfg.epochs:
-                    status = "finished"
+                progress["epoch"], progress["batch"] = progress["epoch"] + 1, 0
+                status = "finished" if progress["epoch"] == cfg.epochs else status
             if status != "running":
                 break
             if is_main:

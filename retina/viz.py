@@ -25,8 +25,8 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
+from retina.checkpoint import CheckpointError, load_model
 from retina.data import DatasetError, load_image
-from retina.evaluate import CheckpointError, load_model
 from retina.postprocess import TTA_VIEWS
 from retina.targets import as_image_tensor
 

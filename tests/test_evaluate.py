@@ -12,21 +12,18 @@ from pycocotools.cocoeval import Params
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import nms
 
+from retina.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from retina.config import RetinaConfig
 from retina.data import VOCDetection, generate_shapes, shapes_dataset
 from retina.evaluate import (
-    CheckpointError,
     class_agnostic,
     coco_evaluate,
     coco_from_targets,
     dataset_ground_truth,
     evaluate_model,
-    load_checkpoint,
-    load_model,
     main,
 )
 from retina.model import RetinaNet
-from retina.train import save_checkpoint
 
 CLASSES = ["a", "b", "c", "d"]
 COCO_PARAMS = Params(iouType="bbox")

@@ -78,6 +78,28 @@ def test_no_errors(notebook):
                 assert "Traceback (most recent call last)" not in output.text, f"{path.name} cell {i}"
 
 
+def test_progress_bars_hold_their_last_state(notebook):
+    """A committed output holds what a terminal would show, not every redraw of a progress bar (_tidy.py)."""
+    path, nb = notebook
+    for i, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                assert "\r" not in output.text, f"{path.name} cell {i}: run notebooks/_tidy.py"
+        streams = [o.name if o.output_type == "stream" else None for o in cell.get("outputs", [])]
+        repeated = [a for a, b in zip(streams, streams[1:], strict=False) if a is not None and a == b]
+        assert not repeated, f"{path.name} cell {i}: consecutive {repeated[0]} outputs: run notebooks/_tidy.py"
+
+
+def test_tidy_keeps_the_last_state_of_each_line():
+    spec = importlib.util.spec_from_file_location("notebook_tidy", NOTEBOOKS / "_tidy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.last_states("a 1%\ra 50%\ra 100%\nb\nc 1%\rc 2%") == "a 100%\nb\nc 2%"
+    states = "epoch 1/9:   0%|   | 0/5 [00:00<?, ?it/s]epoch 1/9:  20%|█  | 1/5 [00:01<00:04, loss=0.5]"
+    last = "epoch 1/9:  20%|█  | 1/5 [00:01<00:04, loss=0.5]"
+    assert module.last_states(states + "\nvalidation [done]\n") == last + "\nvalidation [done]\n"
+
+
 def test_no_machine_paths(notebook):
     path, nb = notebook
     for text in texts(json.loads(nbformat.writes(nb))):
@@ -103,8 +125,16 @@ def test_opens_with_the_stamped_badge_and_setup(notebook):
     assert [(c.cell_type, c.source) for c in nb.cells[:2]] == [(c.cell_type, c.source) for c in expected]
     assert "colab.research.google.com/assets/colab-badge.svg" in nb.cells[0].source
     assert f"blob/main/notebooks/{path.name})" in nb.cells[0].source
-    assert f'%pip install --quiet "git+{url}"' in nb.cells[1].source
+    assert f"!git clone --quiet --depth 1 {url}\n" in nb.cells[1].source
     assert not any(header.TAG in cell.metadata.get("tags", []) for cell in nb.cells[2:])
+
+
+def test_every_notebook_takes_the_preset_from_the_setup_cell(notebook):
+    """One switch picks the recipe (RETINA_PRESET, read in the set-up cell): no notebook decides it again."""
+    path, nb = notebook
+    body = "\n".join(cell.source for cell in nb.cells[2:] if cell.cell_type == "code")
+    assert "PRESET =" not in body, f"{path.name} sets its own PRESET"
+    assert "runs/cpu" not in body and "runs/colab" not in body, f"{path.name} names a run's path: use PRESET"
 
 
 def test_every_notebook_reads_the_smoke_switch(notebook):

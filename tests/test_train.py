@@ -16,13 +16,15 @@ import pytest
 import torch
 import torchvision
 
+import retina.model as model_module
 import retina.train as train_module
+from retina.checkpoint import CheckpointError, load_checkpoint
 from retina.config import RetinaConfig
 from retina.data import generate_shapes
-from retina.evaluate import CheckpointError, load_checkpoint
+from retina.data.loader import EpochBatches
 from retina.model import RetinaNet
 from retina.pretrained import WeightsError
-from retina.train import EpochBatches, TrainConfig, TrainingError, lr_factor, main, train
+from retina.train import TrainConfig, TrainingError, lr_factor, main, train
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +156,7 @@ def uninterrupted(shapes, tmp_path_factory) -> Path:
 def test_ctrl_c_then_resume_equals_uninterrupted(shapes, tmp_path, monkeypatch, uninterrupted, interrupt_call):
     # One worker process here, none in the uninterrupted run: the data must not depend on it.
     cfg = tiny(shapes, tmp_path, num_workers=1)
-    signal_at_call(monkeypatch, "batch_losses", interrupt_call)
+    signal_at_call(monkeypatch, "train_step", interrupt_call)
     first = train(cfg)
     assert first["status"] == "interrupted" and first["step"] == interrupt_call
     # its worker ended with it: a stale one would be inherited by the next run's forked workers
@@ -173,7 +175,7 @@ def test_ctrl_c_then_resume_equals_uninterrupted(shapes, tmp_path, monkeypatch, 
 
 
 def test_nan_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(shapes, tmp_path, monkeypatch):
-    original, calls = train_module.retina_loss, itertools.count(1)
+    original, calls = model_module.retina_loss, itertools.count(1)  # the one loss path: RetinaNet.loss
 
     def poisoned(*args, **kwargs):
         losses = original(*args, **kwargs)
@@ -181,7 +183,7 @@ def test_nan_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(sha
             losses["bbox_regression"] = losses["bbox_regression"] * float("nan")
         return losses
 
-    monkeypatch.setattr(train_module, "retina_loss", poisoned)
+    monkeypatch.setattr(model_module, "retina_loss", poisoned)
     with pytest.raises(TrainingError, match=r"bbox_regression loss is nan at step 3 \(epoch 2, batch 1\)"):
         train(tiny(shapes, tmp_path))
     checkpoint = load_checkpoint(tmp_path / "last.pt")
@@ -189,6 +191,30 @@ def test_nan_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(sha
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
     monkeypatch.undo()
     assert train(tiny(shapes, tmp_path), resume=tmp_path / "last.pt")["status"] == "finished"
+
+
+def test_train_step_is_the_models_loss_then_one_update(shapes, tmp_path):
+    """The trainer has one loss path: train_step's losses are RetinaNet.loss's on the same batch and weights."""
+    from retina.data import shapes_dataset
+    from retina.targets import DetectionCollate
+    from retina.train import build_optimizer, train_step
+
+    cfg = tiny(shapes, tmp_path)
+    dataset = shapes_dataset(shapes, "train")
+    config = cfg.model.replace(num_classes=len(dataset.classes))
+    torch.manual_seed(0)
+    model = RetinaNet(config=config).train()
+    batch = DetectionCollate(config)([dataset[i] for i in range(4)])
+    with torch.no_grad():
+        expected = {name: value.item() for name, value in model.loss(batch).items()}
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = build_optimizer(model, cfg, torch.device("cpu"))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    losses = train_step(model, model, batch, optimizer, scaler, cfg, torch.device("cpu"))
+    assert losses == pytest.approx(expected, rel=1e-6)
+    assert losses["classification"] > 0 and losses["bbox_regression"] > 0
+    moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)]
+    assert any(moved) and not all(moved)  # the heads and FPN learn; the frozen stages (trainable_stages=0) do not
 
 
 def test_checkpoint_holds_the_whole_run_as_plain_data(uninterrupted):

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from retina.checkpoint import save_checkpoint
 from retina.config import RetinaConfig
 from retina.evaluate import coco_evaluate, coco_from_targets
 from retina.model import RetinaNet
-from retina.train import save_checkpoint
 from retina.viz import draw_boxes, main, plot_loss_curve, plot_pr_curves
 
 
