@@ -4,11 +4,13 @@ Every builder returns a `matplotlib.figure.Figure` and computes what it shows wi
 (anchors with `retina.anchors`, matching with `retina.targets`, losses with `retina.losses`), so a figure
 cannot drift from the code. Which notebook shows which figure:
 
-    box_formats_figure                        00_data.ipynb
+    box_formats_figure, iou_figure,
+    deltas_figure, box_losses_figure          00_data.ipynb
     anchors_figure, grids_figure,
     anchor_recall_figure                      01_anchors.ipynb (the anchor tuner of retina.widgets)
     matching_figure                           02_target_encoding.ipynb
     focal_loss_figure, equation_figure        03_focal_loss.ipynb (and the README's equations)
+    alpha_figure, focal_explorer_figure       03_focal_loss.ipynb (the focal-loss explorer of retina.widgets)
     fpn_diagram, feature_maps_figure,
     levels_figure                             04_fpn.ipynb
     nms_steps_figure, nms_figure              06_nms.ipynb
@@ -50,9 +52,9 @@ EQUATIONS = {
     r"p_\theta(b \mid x) = \mathrm{Normal},\ b \in \mathbb{R}^4$",
     "targets": r"$(x, y, b) \mapsto \left(\mathrm{cls\ target} \in \{0, 1\}^{K \times M \times N \times A "
     r"\times |\mathcal{Y}|},\ \mathrm{reg\ target} \in \mathbb{R}^{K \times M \times N \times A \times 4}\right)$",
-    "focal_loss": r"$\mathcal{L}_\mathrm{cls}^{(k,i,j,a)}(x, y) = -\alpha^{(y)}\,"
-    r"\left(1 - p_\theta(y \mid x)\right)^\gamma\, \log p_\theta(y \mid x)$",
-    "alpha": r"$\alpha^{(y)} = \alpha\,\mathbf{1}\{y = 1\} + (1 - \alpha)\,\mathbf{1}\{y = 0\}$",
+    "focal_loss": r"$\mathcal{L}_\mathrm{cls}^{(k,i,j,a)}(x, y) = -\sum_{c \in \mathcal{Y}} \alpha^{(y_c)}\,"
+    r"\left(1 - p_\theta(y_c \mid x)\right)^\gamma\, \log p_\theta(y_c \mid x)$",
+    "alpha": r"$\alpha^{(y_c)} = \alpha\,\mathbf{1}\{y_c = 1\} + (1 - \alpha)\,\mathbf{1}\{y_c = 0\}$",
     "prior": r"$b = -\log\frac{1 - \pi}{\pi},\quad \pi = 0.01$",
 }
 
@@ -283,10 +285,11 @@ def focal_loss_figure(gammas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0)) -> 
     return fig
 
 
-def fpn_diagram() -> Figure:
+def fpn_diagram(config: RetinaConfig | None = None) -> Figure:
     """RetinaNet's architecture: the ResNet stages C3-C5 (bottom-up), the top-down pathway with lateral 1x1
     connections giving P3-P5, P6 and P7 from strided 3x3 convolutions, and the two subnets shared by every
-    level. Shown in 04_fpn.ipynb."""
+    level, as `config` builds them (default: the paper's, Sec. 4 and Fig. 3). Shown in 04_fpn.ipynb."""
+    config = config or RetinaConfig.paper()
     fig, ax = plt.subplots(figsize=(9, 5.2), dpi=80)
     ax.set_xlim(0, 9)
     ax.set_ylim(0, 6.4)
@@ -327,12 +330,15 @@ def fpn_diagram() -> Figure:
     ax.text(4.5, 6.1, "feature pyramid (top-down)", ha="center", fontsize=10)
 
     # the two subnets, applied to every level
-    block(6.6, 3.6, 2.2, 0.9, "class subnet\n4 x (3x3 conv, ReLU)\n3x3 conv: A x C", "#fce5cd")
-    block(6.6, 1.9, 2.2, 0.9, "box subnet\n4 x (3x3 conv, ReLU)\n3x3 conv: A x 4", "#fce5cd")
+    hidden = f"{config.head_convs} x (3x3 conv{', GroupNorm' if config.head_norm == 'gn' else ''}, ReLU)"
+    block(6.6, 3.6, 2.2, 0.9, f"class subnet\n{hidden}\n3x3 conv: A x C", "#fce5cd")
+    block(6.6, 1.9, 2.2, 0.9, f"box subnet\n{hidden}\n3x3 conv: A x 4", "#fce5cd")
     for y, _ in levels:
         arrow(5.3, y + 0.3, 6.6, 4.05, color="0.6")
         arrow(5.3, y + 0.3, 6.6, 2.35, color="0.6")
-    ax.text(7.7, 5.0, "subnets shared\nby every level", ha="center", fontsize=10)
+    ax.text(7.7, 5.0, f"subnets shared\nby every level\n({config.fpn_channels} channels, A = {config.num_anchors})",
+            ha="center", fontsize=10)
+    ax.text(1.1, 5.9, f"{config.backbone}", ha="center", fontsize=10, weight="bold")
     fig.tight_layout()
     return fig
 
@@ -403,19 +409,40 @@ def nms_steps_figure(
 
 
 def nms_figure(
-    image: Tensor | np.ndarray, boxes: Tensor, scores: Tensor, keep: Tensor, names: list[str] | None = None
+    image: Tensor | np.ndarray,
+    boxes: Tensor,
+    scores: Tensor,
+    keep: Tensor,
+    names: list[str] | None = None,
+    gt_boxes: Tensor | None = None,
+    correct: Tensor | None = None,
 ) -> Figure:
     """Detections before NMS (every candidate in `boxes`, line width by score) and after (those in `keep`,
-    labelled with their score and, given `names` (one per box), their class). Shown in 06_nms.ipynb."""
-    fig, (before, after) = plt.subplots(1, 2, figsize=(9, 4.8), dpi=80)
+    labelled with their score and, given `names` (one per box), their class). Given `gt_boxes`, the ground truth
+    is drawn dashed white on the right; given `correct` (one bool per entry of `keep`: a true positive, see
+    `retina.widgets.true_positives`), the kept boxes are green when right and red when wrong. The kept boxes are
+    drawn from the lowest score up, so where labels overlap the best score is on top and readable.
+    Shown in 06_nms.ipynb and by `retina.widgets.NMSExplorer`."""
+    fig, (before, after) = plt.subplots(1, 2, figsize=(8, 4.2), dpi=72)
     show_image(before, image)
     for box, score in zip(boxes, scores.tolist(), strict=True):
         plot_boxes(before, box[None], color="tab:orange", linewidth=0.4 + 1.6 * score)
     before.set_title(f"before NMS: {len(boxes)} boxes", fontsize=10)
     show_image(after, image)
-    texts = [f"{'' if names is None else names[i] + ' '}{scores[i]:.2f}" for i in keep.tolist()]
-    plot_boxes(after, boxes[keep], color="tab:green", linewidth=2, labels=texts)
-    after.set_title(f"after NMS: {len(keep)} boxes", fontsize=10)
+    if gt_boxes is not None:
+        plot_boxes(after, gt_boxes, color="white", linewidth=1.2, linestyle="--")
+    order = scores[keep].argsort(stable=True).tolist()  # lowest score first: the best label is drawn last, on top
+    ranked = keep[order]
+    texts = [f"{'' if names is None else names[i] + ' '}{scores[i]:.2f}" for i in ranked.tolist()]
+    colors = "tab:green"
+    title = f"after NMS: {len(keep)} boxes"
+    if correct is not None:
+        right = torch.as_tensor(correct, dtype=torch.bool)
+        colors = ["tab:green" if right[j] else "tab:red" for j in order]
+        title += f" ({int(right.sum())} right, {int((~right).sum())} wrong"
+        title += ")" if gt_boxes is None else f"; {len(gt_boxes)} objects)"
+    plot_boxes(after, boxes[ranked], color=colors, linewidth=2, labels=texts)
+    after.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -494,3 +521,193 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def iou_figure(box_a: Tensor, box_b: Tensor) -> Figure:
+    """Two xyxy boxes with their intersection (dark) and the rest of their union (light) shaded, and
+    IoU = intersection / union written out. Shown in 00_data.ipynb."""
+    a, b = torch.as_tensor(box_a, dtype=torch.float32), torch.as_tensor(box_b, dtype=torch.float32)
+    inter = torch.cat((torch.maximum(a[:2], b[:2]), torch.minimum(a[2:], b[2:])))  # may be empty
+    inter_area = float((inter[2:] - inter[:2]).clamp(min=0).prod())
+    union_area = float((a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod()) - inter_area
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=80)
+    for box, color, name in ((a, "tab:blue", "A"), (b, "tab:orange", "B")):
+        x1, y1, x2, y2 = box.tolist()
+        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, color="tab:green", alpha=0.2, lw=0))
+        plot_boxes(ax, box[None], color=color, linewidth=2)
+        ax.text(x1 + 2, y1 + 2, name, color=color, fontsize=12, va="top", fontweight="bold")
+    if inter_area > 0:
+        x1, y1, x2, y2 = inter.tolist()
+        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, color="tab:green", alpha=0.6, lw=0))
+    both = torch.stack((a, b))
+    ax.set_xlim(float(both[:, 0].min()) - 10, float(both[:, 2].max()) + 10)
+    ax.set_ylim(float(both[:, 3].max()) + 10, float(both[:, 1].min()) - 10)  # y points down
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (px)")
+    ax.set_ylabel("y (px)")
+    ax.set_title(f"IoU = intersection / union = {inter_area:g} / {union_area:g} = {inter_area / union_area:.3f}\n"
+                 "dark: intersection, dark + light: union", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def deltas_figure(anchor: Tensor, box: Tensor, weights=(1.0, 1.0, 1.0, 1.0)) -> Figure:
+    """An anchor (dashed) and a box (solid) with the four deltas of `retina.boxes.encode_boxes` that move the
+    one onto the other: the centre shift in anchor widths/heights (tx, ty) and the log size ratios (tw, th).
+    Shown in 00_data.ipynb."""
+    from retina.boxes import box_convert, encode_boxes
+
+    anchor, box = torch.as_tensor(anchor, dtype=torch.float32), torch.as_tensor(box, dtype=torch.float32)
+    tx, ty, tw, th = encode_boxes(box, anchor, weights).tolist()
+    (ax_, ay, aw, ah), (bx, by, bw, bh) = box_convert(torch.stack((anchor, box)), "xyxy", "cxcywh").tolist()
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=80)
+    plot_boxes(ax, anchor[None], color="tab:blue", linewidth=2, linestyle="--")
+    plot_boxes(ax, box[None], color="tab:red", linewidth=2)
+    ax.plot([ax_], [ay], "o", color="tab:blue")
+    ax.plot([bx], [by], "o", color="tab:red")
+    ax.annotate("", (bx, by), (ax_, ay), arrowprops={"arrowstyle": "->", "color": "k"})
+    ax.text((ax_ + bx) / 2, (ay + by) / 2, f"  tx = ({bx:g} - {ax_:g}) / {aw:g} = {tx:.3f}\n"
+            f"  ty = ({by:g} - {ay:g}) / {ah:g} = {ty:.3f}", fontsize=9, va="bottom",
+            bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})  # fmt: skip
+    both = torch.stack((anchor, box))
+    x1, y1 = float(both[:, 0].min()), float(both[:, 1].min())
+    x2, y2 = float(both[:, 2].max()), float(both[:, 3].max())
+    ax.text(x1, y2 + 6, f"tw = log({bw:g} / {aw:g}) = {tw:.3f}     th = log({bh:g} / {ah:g}) = {th:.3f}",
+            fontsize=9, va="top")  # fmt: skip
+    ax.plot([], [], "--", color="tab:blue", label=f"anchor, centre ({ax_:g}, {ay:g}), {aw:g} x {ah:g}")
+    ax.plot([], [], "-", color="tab:red", label=f"box, centre ({bx:g}, {by:g}), {bw:g} x {bh:g}")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_xlim(x1 - 10, x2 + 60)
+    ax.set_ylim(y2 + 24, y1 - 40)  # y points down; room for the legend and the size line
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (px)")
+    ax.set_ylabel("y (px)")
+    ax.set_title("the deltas (tx, ty, tw, th) from an anchor to a box", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+BOX_LOSSES = ("smooth_l1", "l1", "giou", "nll")
+
+
+def box_loss_curves(
+    anchor: Tensor, target: Tensor, offsets: Tensor, config: RetinaConfig | None = None
+) -> dict[str, dict[str, Tensor]]:
+    """Each box loss of `retina.losses.box_loss` for a prediction that is off from the target deltas by
+    `offsets[n]` in one coordinate (tx, then tw), the others exact; minus the loss of a perfect prediction
+    (the Gaussian NLL's constant). `{"tx": {loss: [n]}, "tw": {...}}`. Used by `box_losses_figure`."""
+    from retina.boxes import encode_boxes
+    from retina.losses import box_loss
+
+    config = config or RetinaConfig()
+    anchor, target = torch.as_tensor(anchor, dtype=torch.float32), torch.as_tensor(target, dtype=torch.float32)
+    true = encode_boxes(target, anchor, config.box_weights)  # [4]
+    curves = {}
+    for coordinate, name in ((0, "tx"), (2, "tw")):
+        pred = true.repeat(len(offsets), 1)  # [n, 4]
+        pred[:, coordinate] += offsets
+        curves[name] = {}
+        for kind in BOX_LOSSES:
+            cfg = config.replace(box_loss=kind)
+            perfect = box_loss(true[None], true[None], anchor[None], cfg)
+            curves[name][kind] = torch.stack(
+                [box_loss(p[None], true[None], anchor[None], cfg) - perfect for p in pred]
+            )
+    return curves
+
+
+def box_losses_figure(anchor: Tensor, target: Tensor, config: RetinaConfig | None = None) -> Figure:
+    """The box losses against the error of one predicted delta, tx (left) and tw (right), the others exact
+    (`box_loss_curves`). Shown in 00_data.ipynb."""
+    config = config or RetinaConfig()
+    offsets = torch.linspace(-1.5, 1.5, 121)
+    curves = box_loss_curves(anchor, target, offsets, config)
+    names = {"smooth_l1": f"smooth L1 (beta {config.smooth_l1_beta:g})", "l1": "L1", "giou": "1 - GIoU",
+             "nll": "Gaussian NLL - const"}  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80, sharey=True)
+    for ax, (coordinate, per_loss) in zip(axes, curves.items(), strict=True):
+        for kind, values in per_loss.items():
+            ax.plot(offsets.numpy(), values.numpy(), label=names[kind])
+        ax.set_xlabel(f"error of the predicted {coordinate} (predicted - target)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss - loss of a perfect prediction")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _focal_curves(ax, gamma: float, alpha: float) -> None:
+    """On `ax`: the cross-entropy (dashed) and the focal loss of a positive entry (weight alpha) and of a negative
+    one (weight 1 - alpha) against the probability of the true label p_t, with axes labelled and a legend."""
+    p_t = torch.linspace(0.001, 0.999, 400, dtype=torch.float64)
+    logit = torch.log(p_t) - torch.log1p(-p_t)  # target 1 at this logit: probability p_t of the true label
+    ones = torch.ones_like(logit)
+    ax.plot(p_t.numpy(), sigmoid_focal_loss(logit, ones, -1, 0).numpy(), "--", color="0.5", label="cross-entropy")
+    focal = sigmoid_focal_loss(logit, ones, alpha=-1, gamma=gamma)
+    for kind, weight, color in (("positive", alpha, "tab:green"), ("negative", 1 - alpha, "tab:red")):
+        ax.plot(p_t.numpy(), (weight * focal).numpy(), color=color, label=f"focal, {kind} entry (x {weight:g})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 3)
+    ax.set_xlabel("probability of the true label $p_t$")
+    ax.set_ylabel("loss of one entry")
+    ax.legend(fontsize=8)
+
+
+def alpha_figure(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Figure:
+    """What alpha does (paper, Sec. 3.1 and 3.2, Table 1). Left: the loss of a positive entry (weight alpha) and
+    of a negative one (weight 1 - alpha) against p_t, with cross-entropy dashed. Right: for the entries
+    `logits[M, C]`, `targets[M, C]` (0/1) of a batch, the share of the summed loss that the positives carry as
+    alpha goes from 0 to 1, under cross-entropy (gamma = 0) and the focal loss (`gamma`). Shown in
+    03_focal_loss.ipynb."""
+    fig, (curves, shares) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=72)
+    _focal_curves(curves, gamma, alpha)
+    curves.set_title(f"focal loss, $\\gamma = {gamma:g}$, $\\alpha = {alpha:g}$", fontsize=10)
+    alphas = torch.linspace(0.02, 0.98, 49)
+    positive = targets > 0
+    for g, color in ((0.0, "0.5"), (gamma, "tab:blue")):
+        pos = sigmoid_focal_loss(logits[positive], targets[positive], alpha=-1, gamma=g).sum()
+        neg = sigmoid_focal_loss(logits[~positive], targets[~positive], alpha=-1, gamma=g).sum()
+        share = alphas * pos / (alphas * pos + (1 - alphas) * neg)
+        name = "cross-entropy" if g == 0 else f"focal, $\\gamma = {g:g}$"
+        shares.plot(alphas.numpy(), share.numpy(), color=color, label=name)
+    shares.axvline(alpha, color="tab:green", linestyle=":", label=f"$\\alpha = {alpha:g}$")
+    shares.set_xlim(0, 1)
+    shares.set_ylim(0, 1.03)
+    shares.set_xlabel("$\\alpha$ (weight of the positive entries)")
+    shares.set_ylabel("share of the loss on positives")
+    shares.set_title(f"{int(positive.sum())} positive, {int((~positive).sum()):,} negative entries", fontsize=10)
+    shares.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def focal_explorer_figure(
+    gamma: float, alpha: float, prior: float, table: dict[tuple[float, str], float], easy: dict[str, float]
+) -> Figure:
+    """The focal-loss explorer's picture (`retina.widgets.FocalLossExplorer`, 03_focal_loss.ipynb). Left: the loss
+    of a positive and of a negative entry against p_t for `gamma` and `alpha`, cross-entropy dashed, and where
+    the negatives start at step 0 (p_t = 1 - prior). Right: `table`, the step-0 classification loss by
+    (prior, "focal" / "cross-entropy"), as labelled bars. The title: `easy`, the share of the entries that are easy
+    negatives and the share of the focal and of the cross-entropy loss they carry."""
+    fig, (curves, bars) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=72)
+    _focal_curves(curves, gamma, alpha)
+    curves.axvline(1 - prior, color="tab:red", linestyle=":", label=f"negatives at step 0: $p_t = {1 - prior:g}$")
+    curves.set_title(f"$\\gamma = {gamma:g}$, $\\alpha = {alpha:g}$", fontsize=10)
+    curves.legend(fontsize=7)
+    names = [f"{name}\n$\\pi = {p:g}$" for p, name in table]
+    values = list(table.values())
+    colors = ["tab:green" if name == "focal" else "tab:orange" for _, name in table]
+    drawn = bars.bar(names, values, color=colors)
+    bars.bar_label(drawn, labels=[f"{v:.2f}" for v in values], fontsize=8)
+    bars.set_yscale("log")
+    bars.set_ylim(min(values) / 3, max(values) * 5)
+    bars.set_ylabel("classification loss at step 0")
+    bars.tick_params(axis="x", labelsize=8)
+    bars.set_title("step 0 on the batch, divided by the foreground anchors", fontsize=10)
+    fig.suptitle(
+        f"easy negatives ($p_t \\geq 0.9$): {easy['entries']:.2%} of the entries, carrying {easy['focal']:.1%} of "
+        f"the focal loss and {easy['cross-entropy']:.1%} of the cross-entropy",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 from pathlib import Path
 
@@ -106,7 +107,14 @@ def test_nms_figures_show_what_was_kept():
     fig = figures.nms_figure(image(), boxes, scores, torch.tensor([0, 2]), names=["a", "b", "c", "d"])
     before, after = fig.axes
     assert before.get_title() == "before NMS: 4 boxes" and after.get_title() == "after NMS: 2 boxes"
-    assert [t.get_text() for t in after.texts] == ["a 0.90", "c 0.70"]
+    assert [t.get_text() for t in after.texts] == ["c 0.70", "a 0.90"]  # the best label drawn last, on top
+    fig = figures.nms_figure(image(), boxes, scores, torch.tensor([0, 2]), gt_boxes=boxes[:1],
+                             correct=torch.tensor([True, False]))  # fmt: skip
+    after = fig.axes[1]
+    assert after.get_title() == "after NMS: 2 boxes (1 right, 1 wrong; 1 objects)"
+    kept = [p for p in after.patches if isinstance(p, patches.Rectangle) and not p.get_fill()]
+    kept = [p for p in kept if p.get_linestyle() == "-"]  # the ground truth is dashed
+    assert [matplotlib.colors.to_hex(r.get_edgecolor()) for r in kept] == ["#d62728", "#2ca02c"]  # c wrong, a right
     steps = [(0, [1, 3]), (2, [])]
     fig = figures.nms_steps_figure(image(), boxes, steps)
     assert [ax.get_title() for ax in fig.axes] == ["step 1: keep 1, suppress 2", "step 2: keep 1, suppress 0"]
@@ -162,3 +170,87 @@ def test_write_svgs_is_deterministic(tmp_path):
     assert b"<dc:date>" not in first[0].read_bytes()
     # the committed svgs/ holds exactly these figures (`make svgs` regenerates them)
     assert sorted(p.name for p in SVGS.glob("*.svg")) == names
+
+
+def test_iou_figure_shades_the_intersection_and_prints_the_iou():
+    a, b = torch.tensor([20.0, 20.0, 100.0, 80.0]), torch.tensor([60.0, 40.0, 140.0, 120.0])
+    fig = figures.iou_figure(a, b)
+    ax = fig.axes[0]
+    assert rectangles(ax) == [(20.0, 20.0, 100.0, 80.0), (60.0, 40.0, 140.0, 120.0)]
+    filled = [(p.get_x(), p.get_y(), p.get_width(), p.get_height()) for p in ax.patches if p.get_fill()]
+    assert filled[-1] == (60.0, 40.0, 40.0, 40.0)  # the intersection, drawn last
+    # 40 x 40 = 1600 shared; 80 x 60 + 80 x 80 - 1600 = 9600 covered
+    assert ax.get_title().startswith("IoU = intersection / union = 1600 / 9600 = 0.167")
+    assert ax.get_xlabel() == "x (px)" and ax.get_ylabel() == "y (px)"
+
+
+def test_deltas_figure_writes_the_encoded_deltas():
+    anchor, box = torch.tensor([40.0, 40.0, 104.0, 104.0]), torch.tensor([60.0, 50.0, 140.0, 100.0])
+    ax = figures.deltas_figure(anchor, box).axes[0]
+    text = "\n".join(t.get_text() for t in ax.texts)
+    # centres (72, 72) and (100, 75), sizes 64 x 64 and 80 x 50
+    assert f"tx = (100 - 72) / 64 = {28 / 64:.3f}" in text and f"ty = (75 - 72) / 64 = {3 / 64:.3f}" in text
+    assert f"tw = log(80 / 64) = {math.log(80 / 64):.3f}" in text
+    assert f"th = log(50 / 64) = {math.log(50 / 64):.3f}" in text
+    assert rectangles(ax) == [(40.0, 40.0, 104.0, 104.0), (60.0, 50.0, 140.0, 100.0)]
+
+
+def test_box_loss_curves_match_the_formulas():
+    anchor, box = torch.tensor([40.0, 40.0, 104.0, 104.0]), torch.tensor([60.0, 50.0, 140.0, 100.0])
+    offsets = torch.tensor([-1.0, -0.05, 0.0, 0.5])
+    curves = figures.box_loss_curves(anchor, box, offsets, RetinaConfig(smooth_l1_beta=0.1))
+    for coordinate in ("tx", "tw"):
+        torch.testing.assert_close(curves[coordinate]["l1"], offsets.abs())
+        torch.testing.assert_close(curves[coordinate]["nll"], 0.5 * offsets**2)  # the constant subtracted
+        smooth = torch.where(offsets.abs() < 0.1, 0.5 * offsets**2 / 0.1, offsets.abs() - 0.05)
+        torch.testing.assert_close(curves[coordinate]["smooth_l1"], smooth)
+    # tx off by 0.5: the prediction is the 80 x 50 box moved right by 0.5 anchor widths = 32 px; 48 px overlap
+    iou = 48 * 50 / (2 * 80 * 50 - 48 * 50)
+    enclosing = 112 * 50
+    giou = iou - (enclosing - (2 * 80 * 50 - 48 * 50)) / enclosing
+    assert float(curves["tx"]["giou"][3]) == pytest.approx(1 - giou, abs=1e-5)
+    assert float(curves["tx"]["giou"][2]) == 0.0
+    fig = figures.box_losses_figure(anchor, box)
+    assert [ax.get_xlabel() for ax in fig.axes] == [
+        "error of the predicted tx (predicted - target)", "error of the predicted tw (predicted - target)"
+    ]
+    assert len(fig.axes[0].lines) == 4
+
+
+def test_alpha_figure_shares_follow_alpha():
+    logits = torch.tensor([[2.0, -4.0], [-4.0, -4.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    fig = figures.alpha_figure(logits, targets)
+    curves, shares = fig.axes
+    assert curves.get_xlabel() and curves.get_ylabel() and shares.get_xlabel() and shares.get_ylabel()
+    assert shares.get_title() == "1 positive, 3 negative entries"
+    ce = shares.lines[0].get_ydata()
+    assert np.all(np.diff(ce) > 0)  # more weight on the positives: a larger share of the loss
+    pos, neg = float(torch.nn.functional.softplus(torch.tensor(-2.0))), 3 * float(
+        torch.nn.functional.softplus(torch.tensor(-4.0)))  # fmt: skip
+    a = shares.lines[0].get_xdata()[0]
+    assert ce[0] == pytest.approx(a * pos / (a * pos + (1 - a) * neg), rel=1e-5)
+
+
+def test_focal_explorer_figure_labels_the_table():
+    table = {(0.01, "focal"): 1.234, (0.01, "cross-entropy"): 26.0}
+    table |= {(0.5, "focal"): 280.9, (0.5, "cross-entropy"): 1467.5}
+    fig = figures.focal_explorer_figure(2.0, 0.25, 0.01, table, {"entries": 0.5, "focal": 0.002, "cross-entropy": 0.8})
+    curves, bars = fig.axes
+    assert [t.get_text() for t in bars.texts] == ["1.23", "26.00", "280.90", "1467.50"]
+    assert bars.get_ylabel() == "classification loss at step 0" and curves.get_xlabel()
+    assert "50.00% of the entries, carrying 0.2% of the focal loss and 80.0% of the cross-entropy" in (
+        fig._suptitle.get_text()
+    )
+
+
+def test_fpn_diagram_draws_the_subnets_of_its_config():
+    def texts(fig):
+        return "\n".join(t.get_text() for t in fig.axes[0].texts)
+
+    paper = texts(figures.fpn_diagram())
+    assert "4 x (3x3 conv, ReLU)" in paper and "256 channels, A = 9" in paper
+    small = RetinaConfig(backbone="resnet10", head_convs=1, head_norm="gn", fpn_channels=64, aspect_ratios=(1.0,))
+    drawn = texts(figures.fpn_diagram(small))
+    assert "1 x (3x3 conv, GroupNorm, ReLU)" in drawn and "64 channels, A = 3" in drawn and "resnet10" in drawn
+    plt.close("all")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import signal
@@ -14,7 +15,19 @@ import torchvision
 
 from retina.anchors import anchors_per_level_counts, generate_anchors
 from retina.config import RetinaConfig
-from retina.widgets import AnchorTuner, LiveLossCurve, NMSExplorer, anchor_config, anchor_recall, nms_filter
+from retina.widgets import (
+    AnchorTuner,
+    FocalLossExplorer,
+    LiveLossCurve,
+    NMSExplorer,
+    anchor_config,
+    anchor_recall,
+    easy_negative_share,
+    nms_filter,
+    prior_bias,
+    step0_loss,
+    true_positives,
+)
 
 
 def small_config(**changes) -> RetinaConfig:
@@ -157,16 +170,110 @@ def test_anchor_tuner_follows_its_sliders(make_boxes, gen):
 
 
 def test_nms_explorer_draws_what_nms_filter_keeps(make_boxes, gen):
-    boxes = make_boxes(60, (100, 100), min_size=20.0, max_size=60.0)
-    scores = torch.rand(60, generator=gen)
-    labels = torch.randint(0, 3, (60,), generator=gen)
-    explorer = NMSExplorer(torch.rand(3, 100, 100, generator=gen), boxes, scores, labels, ["a", "b", "c"])
+    samples = []
+    for _ in range(2):
+        boxes = make_boxes(60, (100, 100), min_size=20.0, max_size=60.0)
+        scores = torch.rand(60, generator=gen)
+        labels = torch.randint(0, 3, (60,), generator=gen)
+        gt = {"gt_boxes": boxes[:5] + 1.0, "gt_labels": labels[:5]}
+        samples.append({"image": torch.rand(3, 100, 100, generator=gen), "boxes": boxes, "scores": scores,
+                        "labels": labels, **gt})  # fmt: skip
+    explorer = NMSExplorer(samples, ["a", "b", "c"])
+    explorer.picker.value = 1
     explorer.score.value, explorer.iou.value = 0.5, 0.4
+    assert explorer.boxes is samples[1]["boxes"]
     before, after = explorer.draw().axes
+    boxes, scores, labels = samples[1]["boxes"], samples[1]["scores"], samples[1]["labels"]
     kept = nms_filter(boxes, scores, labels, 0.5, 0.4)
+    right = true_positives(boxes[kept], scores[kept], labels[kept], samples[1]["gt_boxes"], samples[1]["gt_labels"])
     assert before.get_title() == f"before NMS: {int((scores > 0.5).sum())} boxes"
-    assert after.get_title() == f"after NMS: {len(kept)} boxes"
+    assert after.get_title() == (
+        f"after NMS: {len(kept)} boxes ({int(right.sum())} right, {int((~right).sum())} wrong; 5 objects)"
+    )
     assert 0 < len(kept) < int((scores > 0.5).sum())
+    # labels from the lowest score up: the best one is drawn last, on top of any it overlaps
+    shown = [float(t.get_text().split()[-1]) for t in after.texts]
+    assert shown == sorted(shown) and shown[-1] == round(float(scores[kept].max()), 2)
+    bundle = explorer._repr_mimebundle_()
+    assert "image/jpeg" in bundle  # the static picture for readers without a kernel
+
+
+def test_true_positives_by_hand():
+    gt_boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]])
+    gt_labels = torch.tensor([0, 1])
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 9], [20, 20, 30, 30], [20, 20, 30, 30], [50, 50, 60, 60]])
+    scores = torch.tensor([0.6, 0.9, 0.8, 0.7, 0.95])
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    # box 1 (0.9) claims object 0 first, so box 0 (0.6) is a duplicate; box 2 has the wrong class; box 3 is right;
+    # box 4 overlaps nothing
+    right = true_positives(boxes, scores, labels, gt_boxes, gt_labels)
+    assert right.tolist() == [False, True, False, True, False]
+    assert true_positives(boxes, scores, labels, gt_boxes, gt_labels, iou_thresh=0.95).tolist() == [
+        True, False, False, True, False
+    ]  # box 1 (IoU 0.9 with object 0) misses it, so box 0 (IoU 1) claims it  # fmt: skip
+    assert true_positives(boxes[:0], scores[:0], labels[:0], gt_boxes, gt_labels).tolist() == []
+
+
+def focal_batch(gen):
+    """Step-0-like logits of a zero-bias classifier `[2, 300, 4]` and targets with background, ignored and
+    foreground anchors."""
+    logits = 0.5 * torch.randn(2, 300, 4, generator=gen)
+    cls_targets = torch.full((2, 300), -1)
+    cls_targets[:, :20] = -2
+    cls_targets[:, 20:29] = torch.randint(0, 4, (2, 9), generator=gen)
+    return logits, cls_targets
+
+
+def torchvision_loss(logits, cls_targets, alpha, gamma):
+    """The same loss written independently: torchvision's sigmoid_focal_loss over the one-hot targets of the
+    anchors that are not ignored, divided by the foreground count."""
+    keep = cls_targets != -2
+    one_hot = torch.zeros(logits.shape, dtype=torch.float64)
+    fg = cls_targets >= 0
+    one_hot[fg.nonzero(as_tuple=True) + (cls_targets[fg],)] = 1.0
+    loss = torchvision.ops.sigmoid_focal_loss(logits.double()[keep], one_hot[keep], alpha, gamma, reduction="sum")
+    return float(loss) / int(fg.sum())
+
+
+def test_step0_loss_equals_torchvision(gen):
+    logits, cls_targets = focal_batch(gen)
+    for prior, alpha, gamma in ((0.01, 0.25, 2.0), (0.5, -1.0, 0.0), (0.001, 0.75, 1.0)):
+        expected = torchvision_loss(logits + math.log(prior / (1 - prior)), cls_targets, alpha, gamma)
+        assert step0_loss(logits, cls_targets, prior, alpha, gamma) == pytest.approx(expected, rel=1e-9)
+    assert prior_bias(0.01) == pytest.approx(-4.59512, abs=1e-5)
+
+
+def test_easy_negative_share_by_hand():
+    logits = torch.tensor([[[-3.0, 0.0], [3.0, -5.0]]])  # anchor 0 background, anchor 1 of class 0
+    cls_targets = torch.tensor([[-1, 0]])
+    entries, share = easy_negative_share(logits, cls_targets, alpha=-1.0, gamma=0.0)
+    # easy negatives (1 - sigmoid(x) >= 0.9): logits -3 and -5, two of the four entries
+    ce = torch.nn.functional.softplus(torch.tensor([-3.0, 0.0, -3.0, -5.0], dtype=torch.float64))  # -log p_t
+    assert entries == 0.5
+    assert share == pytest.approx(float((ce[0] + ce[3]) / ce.sum()))
+
+
+def test_focal_loss_explorer_prints_the_numbers_of_its_sliders(gen):
+    logits, cls_targets = focal_batch(gen)
+    explorer = FocalLossExplorer(logits, cls_targets)
+    explorer.gamma.value, explorer.alpha.value, explorer.prior.value = 1.5, 0.4, 0.001
+    fig = explorer.draw()
+    bars = fig.axes[1]
+    shown = [float(t.get_text()) for t in bars.texts]
+    expected = [
+        torchvision_loss(logits + prior_bias(prior), cls_targets, alpha, gamma)
+        for prior in (0.001, 0.5)
+        for alpha, gamma in ((0.4, 1.5), (-1.0, 0.0))
+    ]
+    assert shown == [round(v, 2) for v in expected]
+    assert [t.get_text() for t in bars.get_xticklabels()][0] == "focal\n$\\pi = 0.001$"
+    shifted = logits + prior_bias(0.001)
+    one_hot = torch.zeros(logits.shape, dtype=torch.bool)
+    fg = cls_targets >= 0
+    one_hot[fg.nonzero(as_tuple=True) + (cls_targets[fg],)] = True
+    easy = (torch.sigmoid(-shifted) >= 0.9) & ~one_hot & (cls_targets != -2)[..., None]
+    assert f"{float(easy.sum()) / (280 * 2 * 4):.2%} of the entries" in fig._suptitle.get_text()
+    assert "image/jpeg" in explorer._repr_mimebundle_()
 
 
 def write_metrics(path, steps):
@@ -236,3 +343,71 @@ def test_live_loss_curve_does_not_interrupt_after_the_block(tmp_path, monkeypatc
         assert presses == [] and not live.interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("bg_iou, offset", [(0.4, 0.0), (0.3, 0.5), (0.45, 0.5)])
+def test_anchor_tuner_thresholds_offset_and_counts(make_boxes, gen, bg_iou, offset):
+    """The background-threshold and offset controls reach the config; the shares by threshold, A, N and the
+    sample's anchor fates in the title agree with a plain-Python count over every anchor."""
+    sizes = [(64, 64)] * 3
+    boxes = [make_boxes(n, (64, 64), min_size=4.0, max_size=40.0) for n in (6, 4, 5)]
+    image = torch.rand(3, 64, 64, generator=gen)
+    tuner = AnchorTuner(boxes, sizes, (image, boxes[0]), small_config())
+    tuner.bg_iou.value, tuner.offset.value = bg_iou, offset
+    config = tuner.current_config()
+    assert (config.fg_iou, config.bg_iou, config.anchor_offset) == (0.5, bg_iou, offset)
+
+    best = brute_force(boxes, sizes, config).max(dim=1).values  # [n]
+    result = anchor_recall(boxes, sizes, config)
+    assert result["recall"] == pytest.approx(float((best >= 0.5).double().mean()))
+    assert result["ignored_share"] == pytest.approx(float(((best >= bg_iou) & (best < 0.5)).double().mean()))
+    assert result["background_share"] == pytest.approx(float((best < bg_iou).double().mean()))
+    assert result["recall"] + result["ignored_share"] + result["background_share"] == pytest.approx(1.0)
+
+    anchors = generate_anchors(config, (64, 64)).tolist()  # 64 is a multiple of 32: no padding
+    assert len(anchors) == sum(anchors_per_level_counts(config, (64, 64))) == 9 * (8 * 8 + 4 * 4 + 2 * 2)
+    iou = [[python_iou(box, anchor) for anchor in anchors] for box in boxes[0].tolist()]  # [G][N]
+    per_anchor = [max(column) for column in zip(*iou, strict=True)]
+    low_quality = {n for row in iou for n, v in enumerate(row) if v == max(row) and v > 0}
+    foreground = {n for n, v in enumerate(per_anchor) if v >= 0.5} | low_quality
+    ignored = sum(1 for n, v in enumerate(per_anchor) if n not in foreground and v >= bg_iou)
+    background = len(anchors) - len(foreground) - ignored
+    title = tuner.draw()._suptitle.get_text()
+    assert title.startswith(f"A = 9 anchors per location, N = {len(anchors):,} per image. ")
+    assert f"{len(foreground)} foreground, {ignored} ignored, {background:,} background anchors" in title
+    assert f"bg IoU {bg_iou:g}, offset {offset:g}" in title
+
+
+def test_anchor_tuner_background_threshold_capped_by_foreground(make_boxes):
+    boxes = [make_boxes(3, (64, 64))]
+    tuner = AnchorTuner(boxes, (64, 64), (torch.rand(3, 64, 64), boxes[0]), small_config())
+    tuner.iou.value, tuner.bg_iou.value = 0.35, 0.6
+    assert (tuner.current_config().fg_iou, tuner.current_config().bg_iou) == (0.35, 0.35)
+
+
+def test_anchor_tuner_output_carries_a_static_picture(make_boxes):
+    boxes = [make_boxes(3, (64, 64))]
+    tuner = AnchorTuner(boxes, (64, 64), (torch.rand(3, 64, 64), boxes[0]), small_config())
+    bundle = tuner._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    jpeg = base64.b64decode(bundle["image/jpeg"])
+    assert jpeg[:2] == b"\xff\xd8" and len(jpeg) > 1000  # a JPEG file, not an empty one
+
+
+def test_widget_bundle_without_repr_mimebundle_is_the_widget_view(monkeypatch):
+    """ipywidgets 7 (Colab's kernel) has no Widget._repr_mimebundle_: the bundle is built from the model id."""
+    import ipywidgets
+
+    from retina.widgets import widget_bundle
+
+    slider = ipywidgets.IntSlider(3)
+    assert widget_bundle(slider)["application/vnd.jupyter.widget-view+json"]["model_id"] == slider.model_id
+    monkeypatch.delattr(ipywidgets.Widget, "_repr_mimebundle_")
+    assert not hasattr(slider, "_repr_mimebundle_")
+    bundle = widget_bundle(slider)
+    assert bundle["application/vnd.jupyter.widget-view+json"] == {
+        "version_major": 2,
+        "version_minor": 0,
+        "model_id": slider.model_id,
+    }
+    assert bundle["text/plain"].startswith("IntSlider(")
