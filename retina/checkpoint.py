@@ -123,7 +123,8 @@ def describe_checkpoint(path: str | Path) -> str:
     config = RetinaConfig.from_dict(checkpoint["model_config"])
     trained = checkpoint.get("train_config", {})
     steps = checkpoint.get("progress", {}).get("step")
-    origin = "the detector shipped with the repository" if Path(path).name == SHIPPED_MODEL.name else "a local run"
+    shipped = Path(path).resolve() == SHIPPED_MODEL.resolve()
+    origin = "the detector shipped with the repository" if shipped else "a local run"
     return (
         f"{path} ({origin}): {config.backbone} (width {config.backbone_width}), "
         f"{steps if steps is not None else 'an unknown number of'} steps on {trained.get('data', 'unknown data')}"
