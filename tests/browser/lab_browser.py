@@ -539,6 +539,18 @@ def expect_drawn(notebook: Notebook, widget, rebuilt, step: str, check=None, bef
     return expected
 
 
+def open_widget(open_notebook, name: str, widget_class: str, first_control: str, check):
+    """Open a copy of notebook `name` cut after the cell that shows `widget_class`, Run All, rebuild the widget in
+    this process from the arguments the kernel used, and wait for its first picture. Returns (notebook, rebuilt
+    widget, the widget's element on the page, its control labelled `first_control`, the picture shown)."""
+    notebook = open_notebook(name, edit=stop_after(f"{widget_class}("))
+    notebook.run_all()
+    rebuilt = rebuild(widget_class, notebook.server.widget_args()[widget_class])
+    control = notebook.control(first_control)
+    widget = notebook.widget_of(control)
+    return notebook, rebuilt, widget, control, expect_drawn(notebook, widget, rebuilt, "after-run-all", check)
+
+
 def save_artifacts(directory: Path, notebook: Notebook | None, server: LabServer | None) -> None:
     """A failed test's evidence: its widget screenshots, the whole page, the console and the server's log."""
     shutil.rmtree(directory, ignore_errors=True)

@@ -5,7 +5,7 @@ anchor recall that `retina.widgets.anchor_recall` computes for them."""
 
 from __future__ import annotations
 
-from lab_browser import expect_drawn, rebuild, stop_after
+from lab_browser import expect_drawn, open_widget
 
 from retina.widgets import anchor_recall
 
@@ -17,12 +17,8 @@ def shows_recall(tuner, text: str) -> None:
 
 
 def test_anchor_tuner(open_notebook):
-    notebook = open_notebook("01_anchors.ipynb", edit=stop_after("AnchorTuner("))
-    notebook.run_all()
-    tuner = rebuild("AnchorTuner", notebook.server.widget_args()["AnchorTuner"])
-    base = notebook.control("base size")
-    widget = notebook.widget_of(base)
-    shown = expect_drawn(notebook, widget, tuner, "after-run-all", shows_recall)
+    notebook, tuner, widget, base, shown = open_widget(open_notebook, "01_anchors.ipynb", "AnchorTuner", "base size",
+                                                       shows_recall)  # fmt: skip
 
     notebook.press_on_slider(base, "ArrowRight")  # a slider by keyboard: the next base size
     shown = expect_drawn(notebook, widget, tuner, "base-size-by-keyboard", shows_recall, before=shown)

@@ -5,9 +5,7 @@ the loss (`retina.widgets.easy_negative_share`) computed for them."""
 
 from __future__ import annotations
 
-import nbformat
-import pytest
-from lab_browser import REPO, expect_drawn, rebuild, stop_after
+from lab_browser import expect_drawn, open_widget
 
 
 def shows_losses(explorer, text: str) -> None:
@@ -20,15 +18,9 @@ def shows_losses(explorer, text: str) -> None:
 
 
 def test_focal_loss_explorer(open_notebook):
-    source = nbformat.read(REPO / "notebooks" / "03_focal_loss.ipynb", as_version=4)
-    if not any("FocalLossExplorer(" in cell.source for cell in source.cells):
-        pytest.skip("03_focal_loss.ipynb does not show the FocalLossExplorer yet")
-    notebook = open_notebook("03_focal_loss.ipynb", edit=stop_after("FocalLossExplorer("))
-    notebook.run_all()
-    explorer = rebuild("FocalLossExplorer", notebook.server.widget_args()["FocalLossExplorer"])
-    gamma = notebook.control("gamma")
-    widget = notebook.widget_of(gamma)
-    shown = expect_drawn(notebook, widget, explorer, "after-run-all", shows_losses)
+    notebook, explorer, widget, gamma, shown = open_widget(
+        open_notebook, "03_focal_loss.ipynb", "FocalLossExplorer", "gamma", shows_losses
+    )
 
     notebook.press_on_slider(gamma, "ArrowLeft")  # by keyboard
     shown = expect_drawn(notebook, widget, explorer, "gamma-by-keyboard", shows_losses, before=shown)

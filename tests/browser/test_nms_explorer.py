@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from lab_browser import expect_drawn, rebuild, stop_after
+from lab_browser import expect_drawn, open_widget
 
 from retina.widgets import nms_filter
 
@@ -22,12 +22,8 @@ def shows_counts(explorer, text: str) -> None:
 
 
 def test_nms_explorer(open_notebook):
-    notebook = open_notebook("06_nms.ipynb", edit=stop_after("NMSExplorer("))
-    notebook.run_all()
-    explorer = rebuild("NMSExplorer", notebook.server.widget_args()["NMSExplorer"])
-    score = notebook.control("score >")
-    widget = notebook.widget_of(score)
-    shown = expect_drawn(notebook, widget, explorer, "after-run-all", shows_counts)
+    notebook, explorer, widget, score, shown = open_widget(open_notebook, "06_nms.ipynb", "NMSExplorer", "score >",
+                                                           shows_counts)  # fmt: skip
 
     notebook.press_on_slider(score, "ArrowLeft")  # by keyboard: one step lower, more candidates
     shown = expect_drawn(notebook, widget, explorer, "score-by-keyboard", shows_counts, before=shown)
