@@ -1,10 +1,16 @@
-"""Keep what a terminal would show of a progress bar: its last state, not every update.
+"""Tidy executed notebooks: a progress bar keeps its last state, a widget keeps its static picture.
 
 tqdm redraws its line with carriage returns; a notebook executed by nbconvert stores every one of those updates
 (thousands for a training run), each as its own stream output. `make notebooks` runs this after executing the
 notebooks: consecutive outputs of one stream are joined, and each line keeps only the text after its last
-carriage return. tests/test_notebooks_clean.py checks that no
-committed notebook holds a carriage return in its outputs.
+carriage return.
+
+A widget's output carries a reference to its live model and, beside it, a picture of it (`retina.widgets`
+draws one). Without a kernel the live model cannot be shown: JupyterLab prints "Error displaying widget: model
+not found", GitHub shows nothing. Saving every model's state in the notebook's metadata would fix that at the
+price of a second copy of each picture. So the committed output keeps only the picture, and the metadata no
+widget state: a reader who does not run the notebook sees the picture everywhere; running the cell brings the
+live widget back. tests/test_notebooks_clean.py checks both.
 
     python notebooks/_tidy.py [NOTEBOOK.ipynb ...]     # default: every notebooks/[0-9]*.ipynb
 """
@@ -48,13 +54,26 @@ def merged_streams(outputs: list) -> list:
     return merged
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def without_widget_views(outputs: list) -> list:
+    """The outputs with each widget that has a picture beside it reduced to that picture."""
+    for output in outputs:
+        data = output.get("data", {})
+        if WIDGET_VIEW in data and any(key.startswith("image/") for key in data):
+            del data[WIDGET_VIEW]
+    return outputs
+
+
 def tidy(path: Path) -> bool:
-    """Collapse the progress updates in notebook `path`'s stream outputs; True if it changed."""
+    """Collapse the progress updates and reduce the widgets to pictures in notebook `path`; True if it changed."""
     notebook = nbformat.read(path, as_version=4)
     before = nbformat.writes(notebook)
+    notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            cell.outputs = merged_streams(cell.outputs)
+            cell.outputs = without_widget_views(merged_streams(cell.outputs))
     changed = nbformat.writes(notebook) != before
     if changed:
         nbformat.write(notebook, path)

@@ -19,17 +19,23 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from retina.config import RetinaConfig
+from retina.cli import output_file
+from retina.config import RetinaConfig, TrainConfig
 from retina.model import RetinaNet
 
 CHECKPOINT_KEYS = ("model", "model_config", "classes")  # what every checkpoint has
 MODEL_FILE_KEYS = (*CHECKPOINT_KEYS, "train_config", "progress", "metrics")  # what export_checkpoint keeps
+RUN_STATE_KEYS = ("optimizer", "scaler", "progress", "rng")  # what a resume needs besides the weights
+# TrainConfig fields a resume may change: where and how fast the run goes on, and when it stops or is evaluated.
+# Everything else (optimiser, schedule, precision, batch, data, seed, augmentation) makes another run.
+RESUMABLE_CHANGES = ("out_dir", "time_budget", "epochs", "val_split", "eval_every", "log_every", "num_workers",
+                     "preload", "device", "num_threads", "compile", "channels_last", "deterministic",
+                     "backbone_weights")  # fmt: skip
 # The trained `cpu`-preset detector that ships with the repository (`make demo` writes it), relative to its root.
 SHIPPED_MODEL = Path("out/model.pt")
 
@@ -43,11 +49,15 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     renamed over `path` (os.replace is atomic). A crash during the write leaves the previous checkpoint intact."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, `path` a directory, Ctrl-C: no half-written file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     if os.name == "posix":  # make the rename itself durable
         directory = os.open(path.parent, os.O_RDONLY)
         try:
@@ -59,6 +69,8 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint (`weights_only=True`: no code from the file runs). Raises CheckpointError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; name the file in it (e.g. {path / 'last.pt'})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -131,6 +143,45 @@ def describe_checkpoint(path: str | Path) -> str:
     )
 
 
+def check_resumable(checkpoint: dict, path: str | Path, cfg: TrainConfig, classes: list[str]) -> None:
+    """Can run `cfg` (its `model` with the training set's num_classes) continue the run saved in `checkpoint`?
+
+    It must be a run's checkpoint (not a model file), hold the same detector and classes, and have been trained by
+    the same recipe: any TrainConfig field but `RESUMABLE_CHANGES` must be unchanged. A changed optimiser or
+    mixed precision would load a foreign optimiser or scaler state; a changed learning rate, schedule, batch, seed
+    or augmentation would be another run, not the continuation of this one. Otherwise CheckpointError lists every
+    difference, old and new value.
+    """
+    missing = [key for key in RUN_STATE_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"cannot resume from {path}: it is a model file (weights only, as `python -m retina export` writes), "
+            f"without the run's state {missing}; start a new run from its weights instead"
+        )
+    saved = RetinaConfig.from_dict(checkpoint["model_config"]).to_dict()
+    differences = [
+        f"  model.{name}: checkpoint {saved[name]!r}, this run {value!r}"
+        for name, value in cfg.model.to_dict().items()
+        if saved[name] != value
+    ]
+    if list(checkpoint["classes"]) != list(classes):
+        differences.append(f"  classes: checkpoint {list(checkpoint['classes'])}, this run's data {list(classes)}")
+    if "train_config" in checkpoint:
+        recipe = TrainConfig.from_dict(checkpoint["train_config"]).to_dict()
+        differences += [
+            f"  {name}: checkpoint {recipe[name]!r}, this run {value!r}"
+            for name, value in cfg.to_dict().items()
+            if name not in ("model", *RESUMABLE_CHANGES) and recipe[name] != value
+        ]
+    if differences:
+        raise CheckpointError(
+            f"cannot resume from {path}: this run differs from the one it saved:\n"
+            + "\n".join(differences)
+            + f"\na resume may change only {', '.join(RESUMABLE_CHANGES)}; resume with the checkpoint's own "
+            "settings (--resume without --preset, overrides of other fields) or start a new run in another --out"
+        )
+
+
 def rng_state() -> dict:
     """Every global RNG as tensors, lists and numbers, so the checkpoint loads with weights_only=True."""
     numpy_state = np.random.get_state()  # ("MT19937", keys uint32[624], pos, has_gauss, cached_gaussian)
@@ -162,12 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "trained): a small file for `evaluate`, `detect` and the notebooks.",
     )
     parser.add_argument("checkpoint", help="a checkpoint written by `python -m retina train`")
-    parser.add_argument("out", type=Path, help="the model file to write, e.g. out/model.pt")
+    parser.add_argument("out", type=output_file(), help="the model file to write, e.g. out/model.pt")
     args = parser.parse_args(argv)
-    try:
-        out = export_checkpoint(args.checkpoint, args.out)
-    except (CheckpointError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    out = export_checkpoint(args.checkpoint, args.out)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0

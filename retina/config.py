@@ -1,14 +1,16 @@
-"""One configuration for the whole detector: backbone, FPN, anchors, matching, loss, post-processing.
+"""The configuration of retina: the detector (`RetinaConfig`) and a training run (`TrainConfig`, with its presets).
 
-The model, the collate_fn, the loss and the post-processing all read this one dataclass, so a
-setting lives in exactly one place. `RetinaConfig.paper()` is the setting of Lin et al. (2017),
-"Focal Loss for Dense Object Detection", Sec. 4 and 5.
+The model, the collate_fn, the loss and the post-processing all read `RetinaConfig`, so a setting lives in exactly
+one place. `RetinaConfig.paper()` is the setting of Lin et al. (2017), "Focal Loss for Dense Object Detection",
+Sec. 4 and 5. `TrainConfig` holds a `RetinaConfig` and the data, optimisation and hardware settings of a run
+(`retina.train`, taught in notebooks/05_training.ipynb); the measurements behind the presets are in
+notebooks/05_training_appendix.md.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 # The per-channel statistics of ImageNet that torchvision's ResNets were trained on: images in [0, 1] are
 # normalised with them before the backbone.
@@ -113,3 +115,215 @@ class RetinaConfig:
     def paper(cls, num_classes: int = 80) -> RetinaConfig:
         """ResNet-50-FPN RetinaNet of the paper (Sec. 4-5): 800 px short side, frozen BN, no head norm."""
         return cls(num_classes=num_classes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run: the detector (`model`), the data, the optimisation (Sec. 4.1), the hardware.
+
+    `TrainConfig.preset("cpu")`, then `.replace(lr=2e-3, **{"model.fpn_channels": 32})` for variations.
+    """
+
+    model: RetinaConfig = field(default_factory=RetinaConfig)  # num_classes is taken from the training set
+
+    # data
+    data: str = "data/shapes"  # dataset root: COCO layout (annotations/instances_{split}.json) or VOC<year>
+    data_format: str = "auto"  # auto | coco | voc (see retina.data.open_dataset)
+    train_split: str = "train"
+    val_split: str = "val"  # evaluated every eval_every epochs and at the end; "" for none
+    train_sizes: tuple[int, ...] = ()  # short sides drawn per image (multi-scale training); (): model.min_size
+    flip_p: float = 0.5  # horizontal flips, the paper's only augmentation
+    photometric: bool = False  # colour jitter
+    rotate90: bool = False  # random quarter turns: for objects without an up (the shapes set), not for photos
+    preload: bool = False  # decode the training images once and keep them in memory (uint8)
+    aspect_grouping: bool = False  # batch landscape images with landscape ones, portrait with portrait: less padding
+    num_workers: int = 2  # DataLoader processes: decoding, augmentation and anchor matching
+
+    # optimisation (Sec. 4.1)
+    batch_size: int = 16  # images per step, over all processes
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.01  # at batch_size (the CLI scales it linearly when only --batch-size changes)
+    momentum: float = 0.9  # SGD momentum, AdamW beta1
+    weight_decay: float = 1e-4  # on conv / linear weights; not on biases and norm parameters
+    schedule: str = "step"  # step: x gamma at each milestone; cosine: half a cosine from lr down to 0
+    milestones: tuple[float, ...] = (2 / 3, 8 / 9)  # fractions of the run: the paper's 60k and 80k of 90k steps
+    gamma: float = 0.1
+    warmup_steps: int = 500  # linear warm-up from warmup_factor * lr (Goyal et al. 2017), as Detectron
+    warmup_factor: float = 1 / 3
+    clip_grad_norm: float = 0.0  # clip the global gradient norm to this; 0: no clipping
+    epochs: int = 12  # the paper's 90k steps of 16 images are ~12 epochs of COCO train2017
+    # seconds of training, torch.compile's first compilation included; > 0: stop then, with the schedule run on
+    # elapsed time
+    time_budget: float = 0.0
+
+    backbone_weights: str | None = None  # "imagenet" (torchvision's, downloaded once), a .pth path, None: random
+
+    # hardware
+    device: str = "auto"  # auto: cuda if available, else cpu
+    amp: str = "none"  # autocast mixed precision: none | bf16 | fp16 (fp16 with a gradient scaler)
+    channels_last: bool = False  # NHWC memory format: faster convolutions on tensor-core GPUs and on CPUs (oneDNN)
+    compile: bool = False  # torch.compile the model
+    num_threads: int = 0  # torch threads per process on CPU; 0: torch's default (one per core)
+
+    # bookkeeping
+    seed: int = 0
+    deterministic: bool = False  # deterministic algorithms; needs a step-based schedule (time_budget = 0)
+    out_dir: str = "runs/retina"  # last.pt, metrics.jsonl, loss_curve.png
+    eval_every: int = 1  # epochs between evaluations on val_split; 0: only at the end
+    log_every: int = 10  # steps between metrics.jsonl records
+
+    @classmethod
+    def paper(cls) -> TrainConfig:
+        """Sec. 4.1 on COCO: ResNet-50-FPN from ImageNet with frozen BN, 800 / 1333 px, 16 images per step,
+        SGD 0.01, 12 epochs (~90k steps) with x0.1 at 2/3 and 8/9, bf16 autocast. For GPUs (A100-class)."""
+        return cls(
+            model=RetinaConfig.paper(),
+            backbone_weights="imagenet",
+            aspect_grouping=True,
+            num_workers=4,
+            amp="bf16",
+            channels_last=True,
+            out_dir="runs/paper",
+        )
+
+    @classmethod
+    def colab(cls) -> TrainConfig:
+        """The paper's detector on one Colab T4 (16 GB, no bf16): 512 / 853 px input, 8 images per step with the
+        learning rate scaled linearly to 0.005, fp16 autocast with a gradient scaler, Colab's 2 CPU workers."""
+        return cls(
+            model=RetinaConfig.paper().replace(min_size=512, max_size=853),
+            backbone_weights="imagenet",
+            aspect_grouping=True,
+            batch_size=8,
+            lr=0.005,
+            num_workers=2,
+            amp="fp16",
+            channels_last=True,
+            out_dir="runs/colab",
+        )
+
+    @classmethod
+    def cpu(cls) -> TrainConfig:
+        """The demo: trained from scratch on the 256 px shapes set for 10 minutes on 2 CPU cores, as two processes
+        of one thread each (`torchrun --nproc_per_node 2 -m retina train --preset cpu`, what `make demo` runs).
+        Each choice is small enough for ten minutes to give it enough steps; notebook 05 explains them."""
+        model = RetinaConfig(
+            backbone="resnet10",
+            backbone_width=16,  # a quarter-width ResNet-10: fast steps
+            backbone_norm="bn",  # trained from scratch: BatchNorm statistics must learn
+            trainable_stages=5,
+            fpn_channels=64,
+            head_convs=1,
+            head_norm="gn",  # GroupNorm: subnets that train from scratch
+            anchor_sizes=(16, 32, 64, 128, 256),  # the shapes' sizes
+            aspect_ratios=(1.0,),  # square shapes: one aspect ratio
+            anchor_offset=0.5,  # cell-centred anchors, which the eight test-time views need
+            box_loss="giou",
+            min_size=256,
+            max_size=256,
+            tta="d4",  # the eight turned and mirrored views at test time
+        )
+        return cls(
+            model=model,
+            preload=True,  # 2000 small images fit in memory: decode them once
+            rotate90=True,  # the shapes have no up
+            num_workers=0,  # both cores train
+            batch_size=8,
+            optimizer="adamw",
+            lr=4e-3,
+            weight_decay=0.05,
+            schedule="cosine",  # over the wall-clock budget
+            warmup_steps=50,
+            warmup_factor=0.001,
+            clip_grad_norm=10.0,
+            epochs=100,
+            time_budget=595.0,
+            channels_last=True,
+            eval_every=0,
+            out_dir="runs/cpu",
+        )
+
+    @classmethod
+    def preset(cls, name: str) -> TrainConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
+        return getattr(cls, name)()
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with `changes`; keys "model.<field>" change the detector config. Lists become tuples. A value of
+        the wrong type (lr="fast", model.fpn_channels=1.5) raises ValueError naming the field and its type."""
+        model_changes = {k.removeprefix("model."): v for k, v in changes.items() if k.startswith("model.")}
+        changes = {k: v for k, v in changes.items() if not k.startswith("model.")}
+        unknown = sorted(set(changes) - {f.name for f in fields(TrainConfig)})
+        unknown += sorted(f"model.{k}" for k in set(model_changes) - {f.name for f in fields(RetinaConfig)})
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}")
+        model = changes.pop("model", self.model)
+        changes = _checked(TrainConfig, changes, prefix="")
+        model = model.replace(**_checked(RetinaConfig, model_changes, prefix="model."))
+        return replace(self, model=model, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        model = RetinaConfig.from_dict(d.pop("model", RetinaConfig().to_dict()))
+        return cls(model=model).replace(**d)
+
+    def check(self) -> None:
+        """Clear errors for settings that cannot work, before anything is loaded."""
+        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("step", "cosine"), "amp": ("none", "bf16", "fp16")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(f"batch_size and epochs must be >= 1, got {self.batch_size} and {self.epochs}")
+        if self.deterministic and self.time_budget > 0:
+            raise ValueError("deterministic training needs a step-based schedule: set time_budget=0 (and epochs)")
+
+
+PRESETS = ("paper", "colab", "cpu")
+
+
+def _checked(cls: type, changes: dict, prefix: str) -> dict:
+    """`changes` to fields of dataclass `cls`, each checked against its annotation ("float", "str | None",
+    "tuple[int, ...]", ...): lists become tuples and ints floats where a float is due; a value of another type
+    raises ValueError naming the field (after `prefix`) and the type it needs."""
+    types = {f.name: f.type for f in fields(cls)}
+    return {name: _typed(f"{prefix}{name}", types[name], value) for name, value in changes.items()}
+
+
+def _typed(name: str, annotation: str, value):
+    """`value` for field `name` of type `annotation`, converted (list -> tuple, int -> float) or refused."""
+    optional = annotation.endswith(" | None")
+    kind = annotation.removesuffix(" | None")
+    if optional and value is None:
+        return None
+    if not kind.startswith("tuple["):
+        converted = _scalar(kind, value)
+        expected = f"{'an' if kind == 'int' else 'a'} {kind}"
+    else:
+        items = [item.strip() for item in kind.removeprefix("tuple[").removesuffix("]").split(",")]
+        fixed = items[-1] != "..."  # tuple[float, float, float, float]: exactly that many
+        converted = None
+        if isinstance(value, list | tuple) and (not fixed or len(value) == len(items)):
+            converted = tuple(_scalar(items[0], v) for v in value)
+            converted = None if None in converted else converted
+        expected = f"a tuple of {len(items)} {items[0]}s" if fixed else f"a tuple of {items[0]}s"
+    if converted is None:
+        raise ValueError(f"{name} must be {expected}{' or None' if optional else ''}, got {value!r} "
+                         f"({type(value).__name__})")  # fmt: skip
+    return converted
+
+
+def _scalar(kind: str, value):
+    """`value` as a `kind` (int, float, bool or str), or None if it is none: a bool is no number, an int is a
+    float."""
+    if isinstance(value, bool):
+        return value if kind == "bool" else None
+    if kind == "float" and isinstance(value, int | float):
+        return float(value)
+    types = {"int": int, "str": str}
+    return value if kind in types and isinstance(value, types[kind]) else None

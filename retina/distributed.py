@@ -1,7 +1,9 @@
 """Several processes, one run: joining torchrun's process group, and what the processes must agree on.
 
 `torchrun --nproc_per_node N -m retina train ...` starts N processes (GPUs, or CPU cores over Gloo); each runs
-`retina.train.train` on its share of every batch, and DistributedDataParallel averages their gradients.
+`retina.train.train` on its share of every batch, and DistributedDataParallel averages their gradients. They
+evaluate together too (`evaluate_sharded`): no process waits through another's whole evaluation, which on a
+large validation set outlasts NCCL's 10-minute timeout.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import os
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from retina.evaluate import coco_evaluate, dataset_ground_truth, evaluate_model, predict
+from retina.model import RetinaNet
 
 
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
@@ -49,3 +55,25 @@ def reduce_over_processes(values: Tensor, world_size: int, op: str = "mean") -> 
         return values
     dist.all_reduce(values, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return values / world_size if op == "mean" else values
+
+
+def evaluate_sharded(
+    model: RetinaNet, dataset: Dataset, classes: list[str], rank: int, world_size: int, num_workers: int = 0
+) -> dict | None:
+    """COCO metrics of `model` on `dataset` (`retina.evaluate.evaluate_model`'s), the images shared out: process r
+    detects on images r, r + W, r + 2W, ...; the main process gathers every detection and scores them all. Returns
+    the metrics on the main process, None on the others. One process: `evaluate_model` itself."""
+    if world_size == 1:
+        return evaluate_model(model, dataset, classes, batch_size=8, num_workers=num_workers)[0]
+    shard = Subset(dataset, range(rank, len(dataset), world_size))
+    image_ids, detections = predict(model, shard, batch_size=8, num_workers=num_workers)
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, (image_ids, detections))
+    if rank != 0:
+        return None
+    image_ids = [image_id for ids, _ in gathered for image_id in ids]
+    detections = [detection for _, part in gathered for detection in part]
+    ground_truth, cat_ids = dataset_ground_truth(dataset)
+    metrics, _ = coco_evaluate(ground_truth, image_ids, detections, cat_ids, classes)
+    metrics["num_images"] = len(image_ids)
+    return metrics

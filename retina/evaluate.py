@@ -14,7 +14,7 @@ Where the errors are: `class_agnostic` takes the classes away (every box one cla
 classes by NMS). Its AP measures how well the detector finds and places objects; the gap down to the ordinary AP
 is what telling the classes apart still costs.
 
-Also here: opening a dataset split by directory (`open_dataset`). Checkpoints are read by `retina.checkpoint`.
+Datasets are opened by `retina.data.open_dataset`, checkpoints read by `retina.checkpoint`.
 The command line:
 
     python -m retina evaluate --checkpoint runs/cpu/last.pt [--data data/shapes --split val] [--out metrics.json]
@@ -27,40 +27,27 @@ import argparse
 import contextlib
 import io
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.ops import nms
 from tqdm import tqdm
 
 from retina.checkpoint import CheckpointError, load_checkpoint, load_model
-from retina.data import SHAPES_CLASSES, VOC_CLASSES, DatasetError, VOCDetection, coco_dataset
+from retina.cli import device, int_at_least, output_file
+from retina.data import DatasetError, open_dataset
+from retina.data.loader import IntactErrorsLoader
 from retina.model import RetinaNet
 from retina.postprocess import TTA_VIEWS
 from retina.viz import plot_pr_curves
 
 # The order of COCOeval.stats.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-def open_dataset(root: str | Path, split: str, fmt: str = "auto", transforms=None) -> Dataset:
-    """Split `split` of the dataset in `root`: COCO layout (`root/annotations/instances_{split}.json`, as the shapes
-    set and COCO 2017) or Pascal VOC layout (a `VOC<year>` directory). "auto" picks COCO when `root/annotations`
-    exists. The VOC copy of a shapes set (it has a meta.json) uses the shapes classes, any other the 20 VOC ones."""
-    root = Path(root)
-    if fmt == "auto":
-        fmt = "coco" if (root / "annotations").is_dir() else "voc"
-    if fmt == "coco":
-        return coco_dataset(root, split, transforms=transforms)
-    if fmt == "voc":
-        classes = SHAPES_CLASSES if (root / "meta.json").is_file() else VOC_CLASSES
-        return VOCDetection(root, split, classes=classes, transforms=transforms)
-    raise ValueError(f"unknown dataset format {fmt!r}; expected auto, coco or voc")
 
 
 # ----------------------------------------------------------------------------------------- ground truth, results
@@ -200,13 +187,13 @@ def per_class_ap(evaluator: COCOeval, classes: list[str]) -> dict[str, float | N
 
 @torch.no_grad()
 def predict(
-    model: RetinaNet, dataset: Dataset, batch_size: int = 8, num_workers: int = 0, progress: bool = False
+    model: RetinaNet, dataset: Dataset, batch_size: int = 8, num_workers: int = 0, show_progress: bool = False
 ) -> tuple[list[int], list[dict[str, Tensor]]]:
     """Run `model.detect` over a dataset without transforms (boxes come back in the original image pixels).
     Returns the image ids and, per image, {"boxes" [K, 4] xyxy, "scores" [K], "labels" [K]} on the CPU."""
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+    loader = IntactErrorsLoader(dataset, collate_fn=list, batch_size=batch_size, num_workers=num_workers)
     image_ids, detections = [], []
-    for samples in tqdm(loader, desc="detect", unit="batch", disable=not progress, leave=False):
+    for samples in tqdm(loader, desc="detect", unit="batch", disable=not show_progress, leave=False):
         images = [image for image, _ in samples]
         for (_, target), det in zip(samples, model.detect(images), strict=True):
             image_ids.append(int(target["image_id"]))
@@ -220,7 +207,7 @@ def evaluate_model(
     classes: list[str] | None = None,
     batch_size: int = 8,
     num_workers: int = 0,
-    progress: bool = False,
+    show_progress: bool = False,
     with_class_agnostic: bool = False,
 ) -> tuple[dict, COCOeval]:
     """COCO mAP of `model` on `dataset` (built without transforms); see `coco_evaluate` for what is returned.
@@ -235,7 +222,7 @@ def evaluate_model(
             f"{list(dataset.classes)}: evaluate on the data the model was trained for"
         )
     start = time.perf_counter()
-    image_ids, detections = predict(model, dataset, batch_size, num_workers, progress)
+    image_ids, detections = predict(model, dataset, batch_size, num_workers, show_progress)
     seconds = time.perf_counter() - start
     ground_truth, cat_ids = dataset_ground_truth(dataset)
     metrics, evaluator = coco_evaluate(ground_truth, image_ids, detections, cat_ids, classes)
@@ -271,38 +258,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="dataset root (default: the checkpoint's training data)")
     parser.add_argument("--split", default=None, help="split / image set (default: the checkpoint's val split)")
     parser.add_argument("--format", choices=("auto", "coco", "voc"), default=None, help="dataset layout")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader processes decoding images")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--out", type=Path, default=None, help="write the metrics to this JSON file")
-    parser.add_argument("--pr-curve", type=Path, default=None, help="plot the precision-recall curves to this PNG")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8)
+    parser.add_argument("--workers", type=int_at_least(0), default=1, help="DataLoader processes decoding images")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--out", type=output_file(), default=None, help="write the metrics to this JSON file")
+    parser.add_argument(
+        "--pr-curve",
+        type=output_file((".png", ".pdf", ".svg")),
+        default=None,
+        help="plot the precision-recall curves to this PNG (or PDF, SVG)",
+    )
     parser.add_argument(
         "--class-agnostic", action="store_true", help="also evaluate without classes: how well objects are found"
     )
     parser.add_argument("--tta", choices=tuple(TTA_VIEWS), help="test-time augmentation (default: the checkpoint's)")
     args = parser.parse_args(argv)
-    try:
-        checkpoint = load_checkpoint(args.checkpoint)
-        trained_on = checkpoint.get("train_config", {})
-        data = args.data or trained_on.get("data")
-        split = args.split or trained_on.get("val_split") or "val"
-        fmt = args.format or trained_on.get("data_format", "auto")
-        if data is None:
-            raise CheckpointError(f"{args.checkpoint} does not say which data it was trained on: pass --data")
-        dataset = open_dataset(data, split, fmt)
-        model, classes = load_model(checkpoint, args.device, args.tta)
-        metrics, evaluator = evaluate_model(
-            model,
-            dataset,
-            classes,
-            args.batch_size,
-            args.workers,
-            progress=True,
-            with_class_agnostic=args.class_agnostic,
-        )
-    except (CheckpointError, DatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    checkpoint = load_checkpoint(args.checkpoint)
+    trained_on = checkpoint.get("train_config", {})
+    data = args.data or trained_on.get("data")
+    split = args.split or trained_on.get("val_split") or "val"
+    fmt = args.format or trained_on.get("data_format", "auto")
+    if data is None:
+        raise CheckpointError(f"{args.checkpoint} does not say which data it was trained on: pass --data")
+    dataset = open_dataset(data, split, fmt)
+    if len(dataset) == 0:  # COCOeval would report -1 for every metric
+        raise DatasetError(f"split {split!r} of {data} has no images to evaluate on")
+    model, classes = load_model(checkpoint, args.device, args.tta)
+    metrics, evaluator = evaluate_model(
+        model,
+        dataset,
+        classes,
+        args.batch_size,
+        args.workers,
+        show_progress=True,
+        with_class_agnostic=args.class_agnostic,
+    )
     views = "" if model.config.tta == "none" else f", test-time augmentation {model.config.tta}"
     print(
         f"{args.checkpoint} on {data} ({split}, {len(dataset)} images{views}, "

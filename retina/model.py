@@ -27,9 +27,9 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from retina.anchors import anchors_per_level_counts, generate_anchors
 from retina.config import IMAGENET_MEAN, IMAGENET_STD, RetinaConfig
+from retina.images import as_image_list, pad_images
 from retina.losses import retina_loss
 from retina.postprocess import average_views, check_tta, postprocess_detections
-from retina.targets import as_image_tensor, pad_images
 
 RESNETS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101")
 
@@ -242,11 +242,11 @@ class RetinaNet(nn.Module):
 
     def preprocess(self, images: Tensor | list[Tensor], resize: bool = True) -> tuple[Tensor, Tensor]:
         """The batch `forward` takes: images `[3, H, W]` (a list, or a `[B, 3, H, W]` batch), float in [0, 1] or
-        uint8, each resized to the configured short side (`min_size`, long side at most `max_size`), then padded
-        together to a multiple of `size_divisible`. Returns `[B, 3, H', W']` in [0, 1] and the `[B, 2]`
-        (height, width) of each resized image in it."""
+        uint8 (checked by `retina.images.as_image_list`), each resized to the configured short side (`min_size`,
+        long side at most `max_size`), then padded together to a multiple of `size_divisible`. Returns
+        `[B, 3, H', W']` in [0, 1] and the `[B, 2]` (height, width) of each resized image in it."""
         device = self.mean.device
-        images = [as_image_tensor(img, f"image {i}").to(device) for i, img in enumerate(images)]
+        images = [img.to(device) for img in as_image_list(images)]
         resized = [self._resize(img) if resize else img for img in images]
         return pad_images(resized, self.config.size_divisible, self.config.pad_colour)
 
@@ -256,26 +256,30 @@ class RetinaNet(nn.Module):
 
         The images go through `preprocess` (and through `config.tta`'s views); the boxes come back in each input
         image's own pixel coordinates.
-        Returns one `{"boxes" [K, 4] xyxy, "scores" [K], "labels" [K]}` per image.
+        Returns one `{"boxes" [K, 4] xyxy, "scores" [K], "labels" [K]}` per image; no images, an empty list.
         """
+        if isinstance(images, (list, tuple)) and len(images) == 0:
+            return []
         was_training = self.training
         self.eval()
-        batch, sizes = self.preprocess(images, resize)
-        cls_logits, box_deltas = average_views(self, batch, self.config)  # self(batch) unless config.tta is set
-        padded_size = tuple(batch.shape[-2:])
-        detections = postprocess_detections(
-            cls_logits,
-            box_deltas,
-            self.anchors(padded_size),
-            sizes.to(batch.device),
-            self.config,
-            anchors_per_level_counts(self.config, padded_size),
-        )
+        try:  # an error on the way (a bad image, out of memory) must not leave a training model in eval mode
+            batch, sizes = self.preprocess(images, resize)
+            cls_logits, box_deltas = average_views(self, batch, self.config)  # self(batch) unless config.tta is set
+            padded_size = tuple(batch.shape[-2:])
+            detections = postprocess_detections(
+                cls_logits,
+                box_deltas,
+                self.anchors(padded_size),
+                sizes.to(batch.device),
+                self.config,
+                anchors_per_level_counts(self.config, padded_size),
+            )
+        finally:
+            self.train(was_training)
         for det, img, (height, width) in zip(detections, images, sizes.tolist(), strict=True):
             # undo the resize per axis (rounding makes the two factors differ slightly)
             fy, fx = img.shape[-2] / height, img.shape[-1] / width
             det["boxes"] = det["boxes"] * det["boxes"].new_tensor([fx, fy, fx, fy])
-        self.train(was_training)
         return detections
 
     def _resize(self, image: Tensor) -> Tensor:

@@ -77,14 +77,14 @@ def postprocess_detections(
     anchors: Tensor,
     image_sizes: Tensor,
     config: RetinaConfig,
-    anchors_per_level: list[int],
+    level_counts: list[int],
 ) -> list[dict[str, Tensor]]:
     """Detections of a batch, without a loop over images.
 
     Args:
         cls_logits: `[B, N, C]`; box_deltas: `[B, N, 4]`; anchors: `[N, 4]`.
         image_sizes: `[B, 2]` (height, width) that boxes are clipped to.
-        anchors_per_level: N_k for each level (`retina.anchors.anchors_per_level_counts`); the top-k is
+        level_counts: N_k, the number of anchors of each level (`retina.anchors.anchors_per_level_counts`); the top-k is
             taken per level, so that the many small anchors of P3 cannot crowd out the large ones.
     Returns:
         one `{"boxes" [K, 4], "scores" [K], "labels" [K]}` per image, best first, K <= detections_per_img.
@@ -92,9 +92,9 @@ def postprocess_detections(
     batch, _, num_classes = cls_logits.shape
     scores, boxes, labels = [], [], []
     for logits, deltas, level_anchors in zip(
-        cls_logits.split(anchors_per_level, dim=1),
-        box_deltas.split(anchors_per_level, dim=1),
-        anchors.split(anchors_per_level),
+        cls_logits.split(level_counts, dim=1),
+        box_deltas.split(level_counts, dim=1),
+        anchors.split(level_counts),
         strict=True,
     ):
         # The k best (anchor, class) pairs of a level all belong to the k anchors with the best class logits

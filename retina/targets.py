@@ -35,6 +35,7 @@ from torch.nn.utils.rnn import pad_sequence
 from retina.anchors import generate_anchors, grid_sizes
 from retina.boxes import box_iou, encode_boxes
 from retina.config import RetinaConfig
+from retina.images import as_image_tensor, pad_images
 
 BACKGROUND = -1
 IGNORE = -2
@@ -306,38 +307,6 @@ def encode_targets(
     boxes = gt_boxes[image_index, box_index]  # [F, 4]
     box_targets[image_index, anchor_index] = encode_boxes(boxes, anchors[anchor_index], weights).to(box_targets.dtype)
     return cls_targets, box_targets
-
-
-def as_image_tensor(image: Tensor, where: str = "image") -> Tensor:
-    """Check one image and return it as float32 `[3, H, W]` in [0, 1].
-
-    uint8 images are divided by 255, other floats cast to float32; anything not `[3, H, W]` is an error.
-    """
-    if not isinstance(image, Tensor):
-        raise TypeError(f"{where}: expected a torch.Tensor [3, H, W], got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"{where}: expected an RGB image of shape [3, H, W], got {list(image.shape)}")
-    if image.dtype == torch.uint8:
-        return image.float().div_(255)  # in place on the new float copy: one pass less
-    if not image.is_floating_point():
-        raise TypeError(f"{where}: expected float values in [0, 1] or uint8, got {image.dtype}")
-    return image.float()  # one dtype for the batch, whatever the first image was
-
-
-def pad_images(
-    images: list[Tensor], size_divisible: int, colour: tuple[float, float, float] = (0.0, 0.0, 0.0)
-) -> tuple[Tensor, Tensor]:
-    """Stack images of different sizes into `[B, 3, H, W]`, padded at the bottom and right to a multiple of
-    `size_divisible` with `colour` (black by default). Returns the batch and the `[B, 2]` (height, width) of
-    each image."""
-    sizes = torch.tensor([img.shape[-2:] for img in images], dtype=torch.long)  # [B, 2]
-    height, width = (-(-sizes.max(dim=0).values // size_divisible) * size_divisible).tolist()
-    if all(tuple(img.shape[-2:]) == (height, width) for img in images):  # nothing to pad (a 256 px shapes batch)
-        return torch.stack(images), sizes
-    batch = images[0].new_tensor(colour)[None, :, None, None].repeat(len(images), 1, height, width)
-    for img, canvas in zip(images, batch, strict=True):
-        canvas[:, : img.shape[1], : img.shape[2]].copy_(img)
-    return batch, sizes
 
 
 def pad_targets(targets: list[dict]) -> tuple[Tensor, Tensor, Tensor, Tensor]:

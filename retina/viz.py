@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,11 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
-from retina.checkpoint import CheckpointError, load_model
+from retina.checkpoint import load_model
+from retina.cli import device, int_at_least, output_dir, probability
 from retina.data import DatasetError, load_image
+from retina.images import as_image_tensor
 from retina.postprocess import TTA_VIEWS
-from retina.targets import as_image_tensor
 
 # matplotlib's tab10: one colour per class, repeating after ten.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -117,7 +117,7 @@ def plot_pr_curves(
     evaluated COCOeval (`retina.evaluate.coco_evaluate`); the legend gives each class's AP at that threshold."""
     precision = evaluator.eval["precision"]  # [T, R, K, A, M]; -1 where a class has no ground truth
     recall = evaluator.params.recThrs  # [R]: 0, 0.01, ..., 1
-    fig = Figure(figsize=(5.5 * len(ious), 4.5), layout="constrained")
+    fig = Figure(figsize=(4.6 * len(ious), 3.8), layout="constrained")
     for ax, iou in zip(np.atleast_1d(fig.subplots(1, len(ious))), ious, strict=True):
         t = int(np.argmin(np.abs(evaluator.params.iouThrs - iou)))
         for label, name in enumerate(classes):
@@ -155,33 +155,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("images", nargs="+", help="image files or directories of images")
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `python -m retina train`")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--score-thresh", type=float, default=0.3, help="keep detections at least this confident")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--out", type=output_dir, required=True, help="output directory")
+    parser.add_argument(
+        "--score-thresh", type=probability, default=0.3, help="keep detections more confident than this (0..1)"
+    )
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8)
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--tta", choices=tuple(TTA_VIEWS), help="test-time augmentation (default: the checkpoint's)")
     args = parser.parse_args(argv)
-    try:
-        model, classes = load_model(args.checkpoint, args.device, args.tta)
-        files = image_files(args.images)
-        if not files:
-            raise DatasetError(f"no images found in {args.images}")
-        images = [load_image(path) for path in files]
-    except (CheckpointError, DatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    files = image_files(args.images)
+    if not files:
+        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(args.images)}")
+    pngs = [args.out / f"{path.stem}.png" for path in files]
+    inputs = {path.resolve(): path for path in files}
+    drawn = {}
+    for path, png in zip(files, pngs, strict=True):
+        if png.resolve() in inputs:  # --out is the images' own directory
+            parser.error(f"{png} would overwrite the input image {inputs[png.resolve()]}; choose another --out")
+        if drawn.setdefault(png, path) != path:  # a.jpg and a.png, or two directories with the same names
+            parser.error(f"{drawn[png]} and {path} would both be drawn to {png}; detect them in separate runs")
+    model, classes = load_model(args.checkpoint, args.device, args.tta)
+    # the detector's own score_thresh (0.05 by default) would hide the detections below it: --score-thresh rules
+    model.config = model.config.replace(score_thresh=args.score_thresh)
+    images = [load_image(path) for path in files]
 
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for start in range(0, len(images), args.batch_size):
         chunk = images[start : start + args.batch_size]
-        for path, image, det in zip(files[start:], chunk, model.detect(chunk), strict=False):
-            keep = det["scores"] >= args.score_thresh
-            boxes, scores, labels = det["boxes"][keep].cpu(), det["scores"][keep].cpu(), det["labels"][keep].cpu()
+        for path, png, image, det in zip(files[start:], pngs[start:], chunk, model.detect(chunk), strict=False):
+            boxes, scores, labels = det["boxes"].cpu(), det["scores"].cpu(), det["labels"].cpu()
             scale = max(1, math.ceil(512 / max(image.shape[-2:])))  # small images: enlarge so labels are legible
-            png = save_png(
-                draw_boxes(image, boxes, labels, scores, classes, scale=scale), args.out / f"{path.stem}.png"
-            )
+            save_png(draw_boxes(image, boxes, labels, scores, classes, scale=scale), png)
             results.append(
                 {
                     "image": str(path),
@@ -201,5 +206,5 @@ def main(argv: list[str] | None = None) -> int:
             )
     (args.out / "detections.json").write_text(json.dumps(results, indent=2) + "\n")
     count = sum(len(r["detections"]) for r in results)
-    print(f"{count} detections (score >= {args.score_thresh}) in {len(files)} images; wrote {args.out}")
+    print(f"{count} detections (score > {args.score_thresh}) in {len(files)} images; wrote {args.out}")
     return 0

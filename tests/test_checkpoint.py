@@ -8,6 +8,8 @@ import torch
 from retina.checkpoint import (
     MODEL_FILE_KEYS,
     SHIPPED_MODEL,
+    CheckpointError,
+    check_resumable,
     describe_checkpoint,
     export_checkpoint,
     load_checkpoint,
@@ -15,9 +17,8 @@ from retina.checkpoint import (
     save_checkpoint,
     trained_checkpoint,
 )
-from retina.config import RetinaConfig
+from retina.config import RetinaConfig, TrainConfig
 from retina.model import RetinaNet
-from retina.train import TrainConfig, TrainingError, check_resumable
 
 CONFIG = RetinaConfig(num_classes=2, backbone="resnet10", backbone_width=16, fpn_channels=16, head_convs=1,
                       head_norm="gn", min_size=64, max_size=64)  # fmt: skip
@@ -50,8 +51,8 @@ def test_export_keeps_the_model_and_drops_the_run_state(tmp_path):
     assert classes == ["a", "b"]
     for name, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
-    with pytest.raises(TrainingError, match="is a model file"):
-        check_resumable(exported, out, CONFIG, ["a", "b"])
+    with pytest.raises(CheckpointError, match="is a model file"):
+        check_resumable(exported, out, TrainConfig(model=CONFIG), ["a", "b"])
     assert "7 steps on data/shapes" in describe_checkpoint(out) and "a local run" in describe_checkpoint(out)
 
 
@@ -68,3 +69,15 @@ def test_the_shipped_model_is_a_trained_cpu_preset_detector():
     assert model.config == TrainConfig.cpu().model.replace(num_classes=len(classes))
     assert load_checkpoint(SHIPPED_MODEL)["progress"]["step"] > 1000
     assert "shipped with the repository" in describe_checkpoint(SHIPPED_MODEL)
+
+
+def test_loading_a_run_directory_instead_of_its_checkpoint_says_so(tmp_path):
+    with pytest.raises(CheckpointError, match=f"checkpoint {tmp_path} is a directory; name the file in it"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_failed_save_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "last.pt").mkdir()  # os.replace cannot put a file over a directory
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "last.pt", {"step": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -12,6 +12,7 @@ from data_fixtures import coco_annotation, write_coco, write_image
 from PIL import Image
 
 from retina.data import CocoDetection, DatasetError, DatasetWarning, coco_dataset, load_image
+from retina.evaluate import coco_evaluate
 
 # Category ids deliberately unsorted and with gaps, as in real COCO.
 CATEGORIES = [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}, {"id": 1, "name": "bird"}]
@@ -151,7 +152,7 @@ def test_truncated_json_names_file_and_position(coco_tree):
     [
         ([1, 2], "no 'images' list"),
         ({"images": [], "annotations": []}, "no 'categories' list"),
-        ({"images": [{"file_name": "a.jpg"}], "categories": []}, "lacks the field 'id'"),
+        ({"images": [{"file_name": "a.jpg"}], "annotations": [], "categories": []}, "lacks the field 'id'"),
         (
             {"images": _images(1), "annotations": [coco_annotation(1, 10, 5, [1, 1, 2, 2])], "categories": CATEGORIES},
             "annotation 1 has category_id 5",
@@ -165,7 +166,7 @@ def test_truncated_json_names_file_and_position(coco_tree):
             "malformed 'bbox'",
         ),
         (
-            {"images": [{"id": 10, "file_name": "000.jpg"}], "categories": CATEGORIES},
+            {"images": [{"id": 10, "file_name": "000.jpg"}], "annotations": [], "categories": CATEGORIES},
             "lacks a valid 'file_name', 'width' or 'height'",
         ),
     ],
@@ -213,3 +214,69 @@ def test_missing_paths_are_clear_errors(tmp_path, coco_tree):
         CocoDetection(tmp_path / "nowhere", ann_file)
     with pytest.raises(DatasetError, match="COCO dataset directory .*nowhere does not exist"):
         coco_dataset(tmp_path / "nowhere", "train")
+
+
+def test_annotations_key_missing_or_misspelt(tmp_path):
+    # Loaded as a set of 0 boxes, it would train on background only and evaluate to AP -1, without a word.
+    data = {"images": _images(1), "annotation": [coco_annotation(1, 10, 1, [1, 1, 5, 5])], "categories": CATEGORIES}
+    ann_file = tmp_path / "misspelt.json"
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(
+        DatasetError, match=r"misspelt.json: no 'annotations' list .*\['annotation', 'categories', 'images'\]"
+    ):
+        CocoDetection(tmp_path, ann_file)
+
+
+def test_an_empty_annotations_list_is_a_set_of_background_images(tmp_path):
+    image_dir, ann_file = write_coco(tmp_path, _images(2), [], CATEGORIES)
+    assert [len(t["boxes"]) for t in CocoDetection(image_dir, ann_file).targets()] == [0, 0]
+
+
+def test_duplicate_image_ids(tmp_path):
+    # Two files under one id: pycocotools would keep the second image and give it both images' boxes.
+    images = _images(2)
+    images[1]["id"] = 10
+    annotations = [coco_annotation(1, 10, 1, [1, 1, 5, 5]), coco_annotation(2, 10, 3, [9, 9, 5, 5])]
+    image_dir, ann_file = write_coco(tmp_path, images, annotations, CATEGORIES)
+    with pytest.raises(DatasetError, match=r"instances_train.json: id\(s\) \[10\] appear more than once in 'images'"):
+        CocoDetection(image_dir, ann_file)
+
+
+def test_duplicate_category_ids(tmp_path):
+    categories = [*CATEGORIES, {"id": 3, "name": "lynx"}]  # "cat" and "lynx" would become one class
+    image_dir, ann_file = write_coco(tmp_path, _images(1), [], categories)
+    with pytest.raises(DatasetError, match=r"id\(s\) \[3\] appear more than once in 'categories'"):
+        CocoDetection(image_dir, ann_file)
+
+
+def test_one_category_name_for_two_ids(tmp_path):
+    categories = [*CATEGORIES, {"id": 9, "name": "dog"}]
+    image_dir, ann_file = write_coco(tmp_path, _images(1), [], categories)
+    with pytest.raises(DatasetError, match=r"category name\(s\) \['dog'\] belong to more than one category id"):
+        CocoDetection(image_dir, ann_file)
+
+
+def test_image_ids_that_are_not_integers(tmp_path):
+    images = _images(2)
+    images[0]["id"] = "cat_001"
+    image_dir, ann_file = write_coco(tmp_path, images, [], CATEGORIES)
+    with pytest.raises(DatasetError, match=r"the ids in 'images' must be integers, got \['cat_001'\]"):
+        CocoDetection(image_dir, ann_file)
+
+
+@pytest.mark.parametrize("ann_ids", [[0, 1], [4, 4]], ids=["numbered-from-0", "repeated"])
+def test_annotation_ids_numbered_from_0_or_repeated_are_renumbered(tmp_path, ann_ids):
+    # COCOeval takes id 0 for "unmatched" and reads a repeated id's box twice: a perfect detector scored AP 0.25.
+    boxes = [[2.0, 3.0, 10.0, 5.0], [20.0, 10.0, 8.0, 12.0]]
+    annotations = [coco_annotation(ann_id, 10, 1, box) for ann_id, box in zip(ann_ids, boxes, strict=True)]
+    image_dir, ann_file = write_coco(tmp_path, _images(1), annotations, CATEGORIES)
+    with pytest.warns(DatasetWarning, match=r"instances_train.json: renumbered the annotation ids 1..2") as caught:
+        dataset = CocoDetection(image_dir, ann_file)
+    assert len(caught) == 1
+    assert sorted(dataset.coco.anns) == [1, 2]
+    assert dataset.targets()[0]["boxes"].tolist() == [[2.0, 3.0, 12.0, 8.0], [20.0, 10.0, 28.0, 22.0]]
+
+    target = dataset.targets()[0]
+    perfect = {"boxes": target["boxes"], "scores": torch.tensor([0.9, 0.8]), "labels": target["labels"]}
+    metrics = coco_evaluate(dataset.coco, [10], [perfect], dataset.cat_ids, dataset.classes)[0]
+    assert metrics["AP"] == pytest.approx(1.0)

@@ -122,6 +122,17 @@ def test_archive_placed_by_hand_is_used_without_network(tmp_path, monkeypatch):
     assert (download_voc(root, "2007", mirror=closed) / "JPEGImages" / "000005.jpg").is_file()
 
 
+def test_archive_placed_by_hand_with_the_wrong_checksum_is_kept_and_named(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    placed = root / "VOCtrainval_11-May-2012.tar"
+    placed.write_bytes(b"half a download")
+    with pytest.raises(DownloadError) as error:
+        download_voc(root, "2012", mirror=f"http://127.0.0.1:{_closed_port()}")
+    assert f"{placed} is there, but its MD5 is not " in str(error.value)
+    assert placed.read_bytes() == b"half a download"  # not deleted, not overwritten
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -163,6 +174,11 @@ def test_cli_prints_one_clear_line_on_failure(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 1
     assert err.startswith("error: Could not download") and "Traceback" not in err
+
+
+def test_mirror_that_is_not_a_url(tmp_path):
+    with pytest.raises(DownloadError, match=r"Could not download mirrors/VOCtrainval_11-May-2012.tar \(unknown url"):
+        download_voc(tmp_path / "data", "2012", mirror="mirrors")
 
 
 def test_unknown_names_are_rejected():

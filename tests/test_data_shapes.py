@@ -14,7 +14,7 @@ import torch
 from retina.data import SHAPES_CLASSES, DatasetError, VOCDetection, box_stats, generate_shapes, shapes_dataset
 from retina.data import shapes as shapes_module
 from retina.data.cli import main
-from retina.data.shapes import rasterize, shape_outline
+from retina.data.shapes_render import rasterize, shape_outline
 
 
 def _hashes(root) -> dict[str, str]:

@@ -129,3 +129,20 @@ def test_missing_image_names_image_and_annotation(devkit):
     dataset = VOCDetection(voc, "trainval")
     with pytest.raises(DatasetError, match=r"000005.jpg \(referenced by .*000005.xml\) does not exist"):
         dataset[0]
+
+
+def test_image_set_listing_an_image_twice(tmp_path):
+    # Read as two images, it would be trained on twice as often and counted twice by the evaluation.
+    voc = write_voc(tmp_path / "VOC", {"a": (20, 20, []), "b": (20, 20, [])}, {"train": ["a", "b", "a"]})
+    with pytest.raises(DatasetError, match=r"train.txt lists image\(s\) \['a'\] more than once"):
+        VOCDetection(voc, "train")
+
+
+def test_nan_and_infinite_coordinates_are_dropped_with_one_warning(tmp_path):
+    objects = [("dog", "nan", 1, 5, 5), ("cat", 2, 2, "inf", 9), ("car", 3, 3, 8, 8)]
+    voc = write_voc(tmp_path / "VOC", {"a": (20, 20, objects)}, {"train": ["a"]})
+    with pytest.warns(DatasetWarning, match=r"dropped 2 box\(es\) \(2 with NaN/inf coordinates\)") as caught:
+        target = VOCDetection(voc, "train").targets()[0]
+    assert len(caught) == 1
+    assert target["boxes"].tolist() == [[2.0, 2.0, 8.0, 8.0]]
+    assert target["labels"].tolist() == [VOC_CLASSES.index("car")]

@@ -158,9 +158,13 @@ def test_every_equation_renders(name):
     assert b"<svg" in svg.getvalue() and len(svg.getvalue()) > 2000  # mathtext drew glyphs
 
 
-def test_write_svgs_is_deterministic(tmp_path):
+def test_write_svgs_is_deterministic(tmp_path, capsys):
+    from retina.figures.svgs import main  # what `python -m retina.figures svgs` (make svgs) runs
+
     first = figures.write_svgs(tmp_path / "a")
-    second = figures.write_svgs(tmp_path / "b")
+    assert main([str(tmp_path / "b")]) == 0
+    second = sorted((tmp_path / "b").glob("*.svg"))
+    assert capsys.readouterr().out.split() == [str(tmp_path / "b" / p.name) for p in first]  # each path written
     names = sorted(p.name for p in first)
     assert names == sorted(p.name for p in second)
     expected = {"anchors", "matching", "focal_loss", "fpn", "nms"} | {f"eq_{k}" for k in figures.EQUATIONS}

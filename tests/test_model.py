@@ -12,7 +12,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from retina import DetectionCollate, RetinaConfig, RetinaNet
 from retina.boxes import box_iou
-from retina.model import FPN, resnet10
+from retina.model import FPN, Head, resnet10
 
 TINY = dict(backbone="resnet18", fpn_channels=16, head_convs=1, backbone_norm="bn", trainable_stages=5)
 
@@ -89,6 +89,85 @@ def test_detect_handles_uint8_small_and_rejects_bad_channels():
         model.detect([torch.rand(1, 20, 20)])
     with pytest.raises(ValueError, match=r"expected images \[B, 3, H, W\]"):
         model(torch.rand(1, 4, 64, 64))
+
+
+def test_detect_of_no_images_returns_no_detections():
+    model = RetinaNet(num_classes=2, **TINY)
+    assert model.detect([]) == []
+
+
+def test_user_gave_detect_an_empty_image():
+    model = RetinaNet(num_classes=2, **TINY)
+    with pytest.raises(ValueError, match=r"image 1: the image is empty, shape \[3, 0, 40\]"):
+        model.detect([torch.rand(3, 30, 40), torch.rand(3, 0, 40)])
+
+
+def test_user_gave_detect_an_image_with_a_nan_pixel():
+    model = RetinaNet(num_classes=2, **TINY)
+    image = torch.rand(3, 32, 32)
+    image[0, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"image 0: 1 pixel values are NaN or inf"):
+        model.detect([image])
+
+
+def test_user_gave_detect_one_image_instead_of_a_list():
+    model = RetinaNet(num_classes=2, **TINY)
+    with pytest.raises(ValueError, match=r"got one image tensor of shape \[3, 32, 48\]; expected a list of \[3, H, W\] "
+                       r"float tensors in \[0, 1\] \(e.g. \[image\]\) or a \[B, 3, H, W\] batch"):  # fmt: skip
+        model.detect(torch.rand(3, 32, 48))
+
+
+def test_user_gave_detect_0_to_255_floats():
+    model = RetinaNet(num_classes=2, **TINY)
+    with pytest.raises(ValueError, match=r"image 0: float values must be in \[0, 1\]"):
+        model.detect([torch.rand(3, 32, 32) * 255])
+
+
+def test_detect_takes_a_batch_like_a_list():
+    model = RetinaNet(num_classes=2, min_size=64, max_size=64, score_thresh=0.0, **TINY)
+    batch = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    from_batch, from_list = model.detect(batch), model.detect([batch[0], batch[1]])
+    assert len(from_batch) == 2 and len(from_batch[0]["boxes"]) > 0
+    for a, b in zip(from_batch, from_list, strict=True):
+        assert all(torch.equal(a[key], b[key]) for key in ("boxes", "scores", "labels"))
+
+
+def test_detect_restores_training_mode_when_it_fails():
+    model = RetinaNet(num_classes=2, **TINY).train()
+
+    def fail(*args, **kwargs):
+        assert not model.training, "detect runs the network in eval mode"
+        raise RuntimeError("out of memory")
+
+    model.forward = fail
+    with pytest.raises(RuntimeError, match="out of memory"):
+        model.detect([torch.rand(3, 32, 32)])
+    assert model.training
+    with pytest.raises(ValueError):  # a bad image fails in preprocess, after the switch to eval
+        model.detect([torch.rand(3, 32, 32), torch.rand(1, 32, 32)])
+    assert model.training
+
+
+def test_head_orders_its_outputs_location_then_anchor_then_class():
+    """The head's `[B, H*W*A, K]` rows must run over locations (row-major), then anchors, then classes: the order of
+    `generate_anchors`. A head whose prediction conv writes `1000 * location + channel` makes every entry name
+    where it came from; channel `a * K + k` is anchor a's class k (torchvision's layout)."""
+    A, K = 3, 2  # A != K: an anchor-major and a class-major reading differ
+    head = Head(channels=1, num_anchors=A, outputs_per_anchor=K, num_convs=0, norm=None)
+    with torch.no_grad():
+        head.predict.weight.zero_()
+        head.predict.weight[:, 0, 1, 1] = 1000.0  # the 3x3 conv's centre tap copies the input
+        head.predict.bias.copy_(torch.arange(A * K, dtype=torch.float32))
+    sizes = [(2, 3), (1, 2)]  # two levels
+    features = [torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w).repeat(2, 1, 1, 1) for h, w in sizes]
+    out = head(features)  # [2, N, K]
+    expected = torch.cat([
+        1000.0 * torch.arange(h * w).repeat_interleave(A)[:, None] + torch.arange(A * K).view(A, K).repeat(h * w, 1)
+        for h, w in sizes
+    ])  # fmt: skip
+    assert out.shape == (2, sum(h * w for h, w in sizes) * A, K)
+    torch.testing.assert_close(out[1], expected)
+    torch.testing.assert_close(out[0], expected)
 
 
 def test_unknown_settings_are_clear_errors():

@@ -90,6 +90,30 @@ def test_progress_bars_hold_their_last_state(notebook):
         assert not repeated, f"{path.name} cell {i}: consecutive {repeated[0]} outputs: run notebooks/_tidy.py"
 
 
+def test_widgets_are_committed_as_their_pictures(notebook):
+    """Without a kernel a live widget shows as "model not found": the committed output is its picture (_tidy.py)."""
+    path, nb = notebook
+    assert "widgets" not in nb.metadata, f"{path.name}: widget state in the metadata: run notebooks/_tidy.py"
+    for i, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            widget_view = "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+            assert not widget_view, f"{path.name} cell {i}: a live widget's view: run notebooks/_tidy.py"
+
+
+def test_tidy_reduces_a_widget_to_its_picture():
+    spec = importlib.util.spec_from_file_location("notebook_tidy", NOTEBOOKS / "_tidy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    view = {"model_id": "abc", "version_major": 2, "version_minor": 0}
+    with_picture = nbformat.v4.new_output(
+        "display_data", data={module.WIDGET_VIEW: view, "image/jpeg": "/9j/", "text/plain": "Tuner(...)"}
+    )
+    alone = nbformat.v4.new_output("display_data", data={module.WIDGET_VIEW: view, "text/plain": "VBox(...)"})
+    kept = module.without_widget_views([with_picture, alone])
+    assert set(kept[0].data) == {"image/jpeg", "text/plain"}
+    assert module.WIDGET_VIEW in kept[1].data  # a widget with no picture keeps its view: there is nothing better
+
+
 def test_tidy_keeps_the_last_state_of_each_line():
     spec = importlib.util.spec_from_file_location("notebook_tidy", NOTEBOOKS / "_tidy.py")
     module = importlib.util.module_from_spec(spec)

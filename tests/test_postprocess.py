@@ -131,6 +131,26 @@ def test_images_without_detections_get_empty_results():
     assert got[0]["labels"].dtype == torch.long
 
 
+def test_a_score_exactly_at_the_threshold_is_dropped_as_in_torchvision():
+    """torchvision's RetinaNet keeps `scores > score_thresh`: a score equal to the threshold is dropped. Logit 0
+    scores sigmoid(0) = 0.5 exactly (in float32 too), with score_thresh 0.5."""
+    config = RetinaConfig(num_classes=3, score_thresh=0.5)
+    size = (128, 128)
+    anchors = generate_anchors(config, size)
+    counts = anchors_per_level_counts(config, size)
+    cls_logits = torch.full((1, len(anchors), 3), -20.0)  # [1, N, 3]: nothing anywhere near the threshold ...
+    cls_logits[0, 100, 1] = 0.0  # ... but a score of exactly 0.5
+    cls_logits[0, 2000, 2] = 2.0  # and one of 0.88, far from it
+    box_deltas = torch.zeros(1, len(anchors), 4)
+    image_sizes = torch.tensor([[128, 128]])
+    got = postprocess_detections(cls_logits, box_deltas, anchors, image_sizes, config, counts)[0]
+    assert torch.sigmoid(torch.tensor(0.0)) == 0.5
+    assert got["labels"].tolist() == [2] and got["scores"].tolist() == [torch.sigmoid(torch.tensor(2.0)).item()]
+    expected = torchvision_postprocess(cls_logits, box_deltas, anchors, counts, image_sizes, config)[0]
+    assert torch.equal(got["labels"], expected["labels"]) and torch.equal(got["scores"], expected["scores"])
+    torch.testing.assert_close(got["boxes"], expected["boxes"])
+
+
 # ---- test-time augmentation: views made and undone by torchvision's v2 transforms, anchors paired by their boxes
 
 

@@ -505,3 +505,22 @@ def test_split_levels_matches_anchor_layout():
         assert torch.equal(part[2], offset + (i * w + j) * 9 + a)
         offset += h * w * 9
     assert offset == len(anchors)
+
+
+@pytest.mark.parametrize("low_quality", [True, False])
+def test_two_boxes_tied_exactly_for_an_anchor_go_to_the_first_as_in_torchvision(anchors, matchable, low_quality):
+    """A 32 x 32 anchor grown 8 px down is one box, grown 8 px up another: both have IoU 1024 / 1280 = 0.8 with it,
+    exactly. Of tied boxes the first (the lower slot) keeps the anchor, as in torchvision's Matcher, whose
+    `max(dim=0)` returns the first maximum; the anchor is also both boxes' best, so the low-quality rule meets
+    the same tie."""
+    size = anchors[:, 2:] - anchors[:, :2]
+    square = (size == 32.0).all(dim=1) & (anchors[:, :2] > 80.0).all(dim=1)
+    k = int(square.nonzero()[0])
+    grown_down, grown_up = torch.tensor([0.0, 0.0, 0.0, 8.0]), torch.tensor([0.0, -8.0, 0.0, 0.0])
+    boxes = torch.stack((anchors[k] + grown_down, anchors[k] + grown_up))
+    iou = torchvision.ops.box_iou(boxes, anchors)  # [2, N]
+    assert iou[0, k] == iou[1, k] == 0.8 and (iou[:, k] == iou.amax(dim=1)).all()
+    gt, _, valid, ignore = pad_targets([{"boxes": boxes, "labels": torch.zeros(2, dtype=torch.long)}])
+    matched = match_anchors(matchable, gt, valid, ignore, low_quality_matches=low_quality)[0]
+    assert matched[k] == 0
+    assert torch.equal(matched, reference_match(boxes, anchors, low_quality))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -15,16 +16,19 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from data_fixtures import coco_annotation, write_coco
 
 import retina.model as model_module
 import retina.train as train_module
+from retina.__main__ import main as retina_main
 from retina.checkpoint import CheckpointError, load_checkpoint
-from retina.config import RetinaConfig
-from retina.data import generate_shapes
+from retina.config import RetinaConfig, TrainConfig
+from retina.data import DatasetError, generate_shapes
 from retina.data.loader import EpochBatches
 from retina.model import RetinaNet
 from retina.pretrained import WeightsError
-from retina.train import TrainConfig, TrainingError, lr_factor, main, train
+from retina.train import TrainingError, lr_factor, train
+from retina.train_cli import main
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +272,7 @@ def test_checkpoint_of_another_detector_lists_the_differences(shapes, tmp_path, 
     checkpoint["model_config"]["num_classes"] = 3
     checkpoint["classes"] = ["a", "b", "c"]
     torch.save(checkpoint, tmp_path / "other.pt")
-    with pytest.raises(TrainingError) as error:
+    with pytest.raises(CheckpointError) as error:
         train(tiny(shapes, tmp_path, **{"model.fpn_channels": 32}), resume=tmp_path / "other.pt")
     message = str(error.value)
     assert "num_classes: checkpoint 3, this run 8" in message
@@ -282,7 +286,7 @@ def test_truncated_checkpoint_names_the_file(shapes, tmp_path, capsys, uninterru
     broken.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=f"cannot read checkpoint {broken}.*truncated"):
         train(tiny(shapes, tmp_path), resume=broken)
-    assert main(["--resume", str(broken)]) == 1
+    assert retina_main(["train", "--resume", str(broken)]) == 1
     assert str(broken) in capsys.readouterr().err
 
 
@@ -314,5 +318,140 @@ def test_backbone_weights_that_do_not_fit_stop_the_run_with_a_clear_error(shapes
         train(tiny(shapes, tmp_path / "run", backbone_weights=str(tmp_path / "resnet34.pth")))
     missing = tmp_path / "missing.pth"
     args = ["--data", str(shapes), "--out", str(tmp_path / "cli"), "--batch-size", "4", "--weights", str(missing)]
-    assert main([*args, "--workers", "0", "--val-split", ""]) == 1
+    assert retina_main(["train", *args, "--workers", "0", "--val-split", ""]) == 1
     assert f"error: cannot read backbone weights {missing}" in capsys.readouterr().err
+
+
+def test_set_with_a_value_of_the_wrong_type_names_the_field_and_the_type(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--set"]
+    wrong = {
+        "lr=fast": "lr must be a float, got 'fast' (str)",
+        "model.fpn_channels=1.5": "model.fpn_channels must be an int, got 1.5 (float)",
+        "preload=yes": "preload must be a bool, got 'yes' (str)",
+        "epochs=True": "epochs must be an int, got True (bool)",
+        "milestones=(0.5,'x')": "milestones must be a tuple of floats, got (0.5, 'x') (tuple)",
+        "model.box_weights=(1.0,1.0)": "model.box_weights must be a tuple of 4 floats, got (1.0, 1.0) (tuple)",
+        "model.head_norm=3": "model.head_norm must be a str or None, got 3 (int)",
+    }
+    for item, message in wrong.items():
+        with pytest.raises(SystemExit) as exit_:  # an argument error: argparse's usage, one line, status 2
+            main([*args, item])
+        assert exit_.value.code == 2, item
+        assert capsys.readouterr().err.endswith(f"python -m retina train: error: {message}\n"), item
+    # right types pass: ints where floats are due, lists for tuples, None for a None-able field
+    cfg = TrainConfig.cpu().replace(lr=1, train_sizes=[224, 256], backbone_weights=None, **{"model.head_norm": None})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.train_sizes == (224, 256)
+    assert cfg.model.head_norm is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "difference"),
+    [
+        (["--amp", "fp16"], "amp: checkpoint 'none', this run 'fp16'"),
+        (["--optimizer", "adamw"], "optimizer: checkpoint 'sgd', this run 'adamw'"),
+        (["--set", "lr=0.02", "seed=1"], "lr: checkpoint 0.01, this run 0.02\n  seed: checkpoint 0, this run 1"),
+    ],
+    ids=["amp", "optimizer", "lr-and-seed"],
+)
+def test_resume_with_another_recipe_is_refused_naming_the_fields(tmp_path, capsys, uninterrupted, flags, difference):
+    run = tmp_path / "last.pt"
+    run.write_bytes(uninterrupted.read_bytes())
+    assert retina_main(["train", "--resume", str(run), *flags]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot resume from {run}: this run differs from the one it saved:\n")
+    assert f"  {difference}\n" in err
+    assert load_checkpoint(run)["progress"]["step"] == 4  # untouched
+
+
+def test_resume_may_change_where_and_how_long_the_run_goes_on(shapes, tmp_path, uninterrupted):
+    run = tmp_path / "last.pt"
+    run.write_bytes(uninterrupted.read_bytes())
+    cfg = tiny(shapes, tmp_path, epochs=3, num_workers=1, eval_every=2, log_every=5)
+    assert train(cfg, resume=run)["step"] == 6
+
+
+def test_training_image_too_thin_to_resize_names_the_file(tmp_path, capsys):
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in range(4)]
+    images.append({"id": 4, "file_name": "sliver.jpg", "width": 5000, "height": 1})
+    write_coco(tmp_path / "data", images, [coco_annotation(1, 0, 1, [2, 2, 20, 20])], [{"id": 1, "name": "thing"}])
+    with pytest.raises(DatasetError, match=r"image .*sliver\.jpg is 5000x1 \(w x h\).*px thin"):
+        train(tiny(tmp_path / "data", tmp_path / "run"))
+
+
+# -------------------------------------------------------------- the paths no CPU preset run takes, a few steps each
+
+
+def short(shapes: Path, out: Path, **changes) -> TrainConfig:
+    """One epoch of two steps of a quarter-width ResNet-10 (the cpu preset's backbone), without deterministic mode
+    (some of these paths have no deterministic kernels)."""
+    smaller = {"model.backbone": "resnet10", "model.backbone_width": 16, "model.trainable_stages": 5}
+    return tiny(shapes, out, epochs=1, deterministic=False, **smaller).replace(**changes)
+
+
+def moved_parameters(cfg: TrainConfig, path: Path) -> list[float]:
+    """How far each parameter of the run's checkpoint moved from the run's initial weights (L2)."""
+    torch.manual_seed(cfg.seed)  # train() builds its model right after seeding: the same initial weights
+    initial = RetinaNet(config=cfg.model.replace(num_classes=8))
+    trained = load_checkpoint(path)["model"]
+    return [(trained[name] - p).norm().item() for name, p in initial.named_parameters()]
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_on_cpu(shapes, tmp_path, amp):
+    cfg = short(shapes, tmp_path, amp=amp)
+    summary = train(cfg)
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert summary["status"] == "finished" and summary["step"] == 2
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in records)
+    assert max(moved_parameters(cfg, tmp_path / "last.pt")) > 0
+    if amp == "fp16":  # the gradient scaler ran, and its state is saved for a resume
+        assert checkpoint["scaler"]["scale"] > 0 and "_growth_tracker" in checkpoint["scaler"]
+    else:
+        assert checkpoint["scaler"] == {}  # no scaler without fp16
+
+
+def test_channels_last(shapes, tmp_path):
+    cfg = short(shapes, tmp_path, channels_last=True)
+    assert train(cfg)["step"] == 2
+    assert max(moved_parameters(cfg, tmp_path / "last.pt")) > 0
+
+
+def test_preload_trains_exactly_as_reading_from_disk(shapes, tmp_path, uninterrupted):
+    # JPEG pixels are uint8: keeping them as uint8 in memory loses nothing
+    assert train(tiny(shapes, tmp_path, preload=True))["step"] == 4
+    expected, preloaded = weights(uninterrupted), weights(tmp_path / "last.pt")
+    for name in expected:
+        assert torch.equal(expected[name], preloaded[name]), name
+
+
+def test_aspect_grouping_of_8_square_images_in_batches_of_4(shapes, tmp_path):
+    # the shapes are square: one orientation, two full batches of 4 per epoch
+    assert train(short(shapes, tmp_path, aspect_grouping=True))["step"] == 2
+
+
+def test_clip_grad_norm_bounds_each_update(shapes, tmp_path):
+    plain = dict(optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=0.01)
+    cfg = short(shapes, tmp_path / "clipped", clip_grad_norm=1e-3, **plain)
+    train(cfg)
+    clipped = math.sqrt(sum(d**2 for d in moved_parameters(cfg, tmp_path / "clipped" / "last.pt")))
+    assert 0 < clipped <= 2 * 0.01 * 1e-3 * (1 + 1e-4)  # two SGD steps of at most lr * clip_grad_norm
+    free = short(shapes, tmp_path / "free", **plain)
+    train(free)
+    assert math.sqrt(sum(d**2 for d in moved_parameters(free, tmp_path / "free" / "last.pt"))) > 10 * clipped
+
+
+def test_eval_every_epoch_then_at_the_end(shapes, tmp_path):
+    summary = train(tiny(shapes, tmp_path, val_split="val", eval_every=1))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval" in r] == [2, 4]
+    assert summary["metrics"] == load_checkpoint(tmp_path / "last.pt")["metrics"]
+    assert summary["metrics"]["num_images"] == 4 and 0 <= summary["metrics"]["AR100"] <= 1
+
+
+@pytest.mark.slow
+def test_compile(shapes, tmp_path):
+    cfg = short(shapes, tmp_path, compile=True)
+    summary = train(cfg)
+    assert summary["status"] == "finished" and summary["step"] == 2
+    assert max(moved_parameters(cfg, tmp_path / "last.pt")) > 0

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from retina.checkpoint import save_checkpoint
+from retina.checkpoint import CheckpointError, save_checkpoint
 from retina.config import RetinaConfig
 from retina.evaluate import coco_evaluate, coco_from_targets
 from retina.model import RetinaNet
@@ -46,11 +47,12 @@ def test_plots(tmp_path, make_boxes):
     assert Image.open(tmp_path / "pr.png").size[0] > 500
 
 
-def test_detect_command_writes_pngs_and_json(tmp_path, capsys):
+def test_detect_command_writes_pngs_and_json(tmp_path):
     torch.manual_seed(0)
-    # Untrained, every score sits near the prior 0.01: a low threshold keeps a few detections to draw.
+    # Untrained, every score sits near the prior 0.01, far below the detector's own threshold of 0.5:
+    # --score-thresh 0 replaces that threshold and keeps detections to draw.
     config = RetinaConfig(backbone="resnet18", fpn_channels=16, head_convs=1, min_size=64, max_size=64)
-    config = config.replace(score_thresh=0.001, detections_per_img=5)
+    config = config.replace(score_thresh=0.5, detections_per_img=5)
     model = RetinaNet(num_classes=2, config=config)
     classes = ["disc", "block"]
     state = {"model": model.state_dict(), "model_config": model.config.to_dict(), "classes": classes}
@@ -69,6 +71,8 @@ def test_detect_command_writes_pngs_and_json(tmp_path, capsys):
     assert [r["image"].rsplit("/", 1)[-1] for r in results] == ["one.png", "two.jpg"]
     detection = results[0]["detections"][0]
     assert set(detection) == {"box", "score", "label", "class"} and detection["class"] in classes
+    assert [len(r["detections"]) for r in results] == [5, 5]
+    assert all(0 < d["score"] < 0.5 for r in results for d in r["detections"])
 
-    assert main(["--checkpoint", str(tmp_path / "missing.pt"), str(folder), "--out", str(out)]) == 1
-    assert "missing.pt does not exist" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="missing.pt does not exist"):  # `python -m retina` prints it
+        main(["--checkpoint", str(tmp_path / "missing.pt"), str(folder), "--out", str(out)])

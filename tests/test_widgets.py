@@ -394,6 +394,21 @@ def test_anchor_tuner_output_carries_a_static_picture(make_boxes):
     assert jpeg[:2] == b"\xff\xd8" and len(jpeg) > 1000  # a JPEG file, not an empty one
 
 
+def test_anchor_tuner_offset_buttons_fit_their_labels(make_boxes):
+    """Each offset button is as wide as its label at JupyterLab's 13 px font (measured in DejaVu Sans, wider than
+    most system fonts), plus ipywidgets' 10 px padding each side and 8 px to spare: at 80 px "centre 0.5" was cut."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    boxes = [make_boxes(3, (64, 64))]
+    tuner = AnchorTuner(boxes, (64, 64), (torch.rand(3, 64, 64), boxes[0]), small_config())
+    width = float(tuner.offset.style.button_width.removesuffix("px"))
+    for label in tuner.offset._options_labels:
+        text = TextPath((0, 0), label, size=13, prop=FontProperties(family="DejaVu Sans")).get_extents().width
+        assert width >= text + 2 * 10 + 8, (label, text)
+    assert "centre 0.5" in tuner.offset._options_labels
+
+
 def test_widget_bundle_without_repr_mimebundle_is_the_widget_view(monkeypatch):
     """ipywidgets 7 (Colab's kernel) has no Widget._repr_mimebundle_: the bundle is built from the model id."""
     import ipywidgets

@@ -7,7 +7,9 @@ Every dataset returns ``(image, target)`` as described in :mod:`retina.data.comm
 from .coco import CocoDetection, coco_dataset
 from .common import DatasetError, DatasetWarning, load_image
 from .download import DownloadError, download_coco, download_dataset, download_voc
-from .shapes import SHAPES_CLASSES, generate_shapes, shapes_dataset
+from .layout import open_dataset
+from .shapes import generate_shapes, shapes_dataset
+from .shapes_render import SHAPES_CLASSES
 from .stats import box_stats, class_summary, objects_per_image, summarize
 from .transforms import eval_transforms, train_transforms
 from .voc import VOC_CLASSES, VOCDetection
@@ -30,6 +32,7 @@ __all__ = [
     "generate_shapes",
     "load_image",
     "objects_per_image",
+    "open_dataset",
     "shapes_dataset",
     "summarize",
     "train_transforms",

@@ -19,12 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from .coco import coco_dataset
+from retina.cli import int_at_least, output_dir
+
 from .common import DatasetError
 from .download import DATASETS, DownloadError, download_dataset
-from .shapes import SHAPES_CLASSES, generate_shapes, is_generated
+from .layout import FORMATS, open_dataset
+from .shapes import generate_shapes, is_generated
 from .stats import format_summary, summarize
-from .voc import VOC_CLASSES, VOCDetection
 
 __all__ = ["main"]
 
@@ -34,36 +35,26 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     shapes = commands.add_parser("shapes", help="generate the synthetic shapes dataset (COCO and VOC layouts)")
-    shapes.add_argument("--out", type=Path, default=Path("data/shapes"), help="output directory")
-    shapes.add_argument("--train", type=int, default=2000, help="number of training images")
-    shapes.add_argument("--val", type=int, default=500, help="number of validation images")
-    shapes.add_argument("--size", type=int, default=256, help="image side in pixels")
+    shapes.add_argument("--out", type=output_dir, default=Path("data/shapes"), help="output directory")
+    shapes.add_argument("--train", type=int_at_least(0), default=2000, help="number of training images")
+    shapes.add_argument("--val", type=int_at_least(0), default=500, help="number of validation images")
+    shapes.add_argument("--size", type=int_at_least(32), default=256, help="image side in pixels (32 or more)")
     shapes.add_argument("--seed", type=int, default=0)
-    shapes.add_argument("--workers", type=int, default=None, help="processes (default: every CPU)")
+    shapes.add_argument("--workers", type=int_at_least(0), default=None, help="processes (default: every CPU)")
     shapes.add_argument("--force", action="store_true", help="regenerate even if an identical set exists")
 
     fetch = commands.add_parser("download", help="download and extract VOC or COCO")
     fetch.add_argument("dataset", choices=DATASETS)
-    fetch.add_argument("--root", type=Path, default=Path("data"), help="where to extract (default: data)")
+    fetch.add_argument("--root", type=output_dir, default=Path("data"), help="where to extract (default: data)")
     fetch.add_argument("--mirror", default=None, help="base URL to fetch the archives from instead")
     fetch.add_argument("--keep-archives", action="store_true", help="keep the archives after extraction")
 
     stats = commands.add_parser("stats", help="print box statistics of a COCO- or VOC-layout dataset")
     stats.add_argument("root", type=Path, help="shapes, COCO (holding annotations/) or VOC<year> directory")
     stats.add_argument("--split", default="train", help="split / image set (e.g. train, val2017, trainval)")
-    stats.add_argument("--format", choices=("auto", "coco", "voc"), default="auto")
+    stats.add_argument("--format", choices=FORMATS, default="auto")
     stats.add_argument("--include-ignored", action="store_true", help="count crowd / difficult boxes too")
     return parser
-
-
-def _open(root: Path, split: str, fmt: str):
-    if fmt == "auto":
-        fmt = "coco" if (root / "annotations" / f"instances_{split}.json").is_file() else "voc"
-    if fmt == "coco":
-        return coco_dataset(root, split)
-    # The shapes generator leaves a meta.json; its VOC copy uses the shapes classes.
-    classes = SHAPES_CLASSES if (root / "meta.json").is_file() else VOC_CLASSES
-    return VOCDetection(root, split, classes=classes)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -79,7 +70,7 @@ def _run(args: argparse.Namespace) -> None:
         path = download_dataset(args.dataset, args.root, mirror=args.mirror, keep_archives=args.keep_archives)
         print(f"{args.dataset} is ready in {path}")
     elif args.command == "stats":
-        dataset = _open(args.root, args.split, args.format)
+        dataset = open_dataset(args.root, args.split, args.format)
         print(format_summary(summarize(dataset, include_ignored=args.include_ignored)))
 
 

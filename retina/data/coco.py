@@ -11,10 +11,18 @@
 - ``image_id`` is the COCO image id, and ``.coco`` is the pycocotools ``COCO`` index, for ``COCOeval``.
 
 Bad input raises :class:`~retina.data.common.DatasetError` naming the file: a missing path, a truncated or
-malformed JSON file (with the parser's line and column), an image entry or annotation lacking a required field, a
-``category_id`` missing from ``categories``, an annotation whose ``image_id`` is not among the images, and (when
-the sample is read) a missing or corrupt image file. Degenerate boxes are clipped or dropped with one warning per
-load, as described in :mod:`retina.data.common`.
+malformed JSON file (with the parser's line and column), a file without an ``annotations`` list (COCO's test-dev
+``image_info`` files have none: neither training nor evaluation can use them, so a missing or misspelt key is an
+error, while ``"annotations": []`` is a valid set of background images), an image entry or annotation lacking a
+required field, an image or category id that is not an integer or appears twice (two images' boxes would merge
+onto one file), a category name given to two ids, a ``category_id`` missing from ``categories``, an annotation
+whose ``image_id`` is not among the images, and (when the sample is read) a missing or corrupt image file.
+Degenerate boxes are clipped or dropped with one warning per load, as described in :mod:`retina.data.common`.
+
+Annotation ids only name the boxes, but pycocotools' ``COCOeval`` needs them unique and positive: it takes id 0
+for "unmatched" (a detection of that box counts as a false positive) and reads a repeated id's box in place of
+the other. A file whose annotation ids are not unique positive integers has them renumbered ``1..N`` in file
+order, with one :class:`~retina.data.common.DatasetWarning`.
 """
 
 from __future__ import annotations
@@ -22,12 +30,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from pycocotools.coco import COCO
 
-from .common import BoxSanitizer, DatasetError, DetectionDataset, ImageRecord, require_path
+from .common import BoxSanitizer, DatasetError, DatasetWarning, DetectionDataset, ImageRecord, require_path
 
 __all__ = ["CocoDetection", "coco_dataset", "load_coco_json"]
 
@@ -49,6 +59,12 @@ def load_coco_json(ann_file: str | Path) -> COCO:
         raise DatasetError(f"{ann_file}: not a COCO annotation file (no 'images' list at the top level)")
     if not isinstance(data.get("categories"), list):
         raise DatasetError(f"{ann_file}: not a COCO detection file (no 'categories' list at the top level)")
+    if not isinstance(data.get("annotations"), list):
+        raise DatasetError(
+            f"{ann_file}: no 'annotations' list at the top level (its keys: {sorted(data)}); a file without "
+            "annotations, such as COCO's test-dev image_info, can be neither trained nor evaluated on "
+            "(`python -m retina detect` draws detections on its images)"
+        )
     coco = COCO()
     coco.dataset = data
     try:
@@ -56,6 +72,27 @@ def load_coco_json(ann_file: str | Path) -> COCO:
             coco.createIndex()
     except (KeyError, TypeError) as error:
         raise DatasetError(f"{ann_file}: an image, annotation or category lacks the field {error}") from None
+    for key in ("images", "categories"):  # an id names one image (one file), one category (one class)
+        ids = [entry["id"] for entry in data[key]]
+        odd = [i for i in ids if type(i) is not int]
+        if odd:
+            raise DatasetError(f"{ann_file}: the ids in '{key}' must be integers, got {odd[:5]}")
+        repeated = [i for i, count in Counter(ids).items() if count > 1]
+        if repeated:
+            raise DatasetError(f"{ann_file}: id(s) {repeated[:5]} appear more than once in '{key}'")
+    ann_ids = [ann["id"] for ann in data["annotations"]]
+    if len(set(ann_ids)) < len(ann_ids) or not all(type(i) is int and i > 0 for i in ann_ids):
+        for new_id, ann in enumerate(data["annotations"], start=1):
+            ann["id"] = new_id
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+        warnings.warn(
+            DatasetWarning(
+                f"{ann_file}: renumbered the annotation ids 1..{len(ann_ids)}: they were not unique positive "
+                "integers, which pycocotools' COCOeval needs"
+            ),
+            stacklevel=2,
+        )
     return coco
 
 
@@ -75,6 +112,9 @@ class CocoDetection(DetectionDataset):
             raise DatasetError(f"{self.ann_file}: annotations refer to image id(s) {unknown[:5]} missing from 'images'")
         self.cat_ids: list[int] = sorted(self.coco.cats)
         classes = [str(self.coco.cats[cat_id].get("name", cat_id)) for cat_id in self.cat_ids]
+        repeated = sorted(name for name, count in Counter(classes).items() if count > 1)
+        if repeated:  # the classes would be told apart by their index alone, and merge in every per-class report
+            raise DatasetError(f"{self.ann_file}: category name(s) {repeated[:5]} belong to more than one category id")
         label_of = {cat_id: label for label, cat_id in enumerate(self.cat_ids)}
 
         sanitizer = BoxSanitizer()

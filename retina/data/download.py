@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchvision.datasets.utils import download_url, extract_archive
+from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
 __all__ = ["ARCHIVES", "DATASETS", "Archive", "DownloadError", "download_coco", "download_dataset", "download_voc"]
 
@@ -94,10 +94,16 @@ def _fetch(archive: Archive, dest: Path, mirror: str | None, keep_archive: bool)
         + (f" (its MD5 must be {archive.md5})" if archive.md5 else "")
         + ", then run this again: it will be verified and extracted."
     )
+    if path.is_file() and archive.md5 and not check_integrity(str(path), archive.md5):
+        # placed by hand, or a download that was killed: never overwrite or delete a file the user may have fetched
+        raise DownloadError(
+            f"{path} is there, but its MD5 is not {archive.md5}: it is incomplete or another file. Delete it to "
+            f"download it again, or {by_hand}"
+        )
     print(f"{archive.filename} ({archive.size}): downloading {url} to {dest}")
     try:
         download_url(url, str(dest), filename=archive.filename, md5=archive.md5)
-    except (urllib.error.URLError, OSError, RecursionError) as error:
+    except (urllib.error.URLError, OSError, RecursionError, ValueError) as error:  # ValueError: not a URL
         path.unlink(missing_ok=True)  # a partial download is useless
         reason = getattr(error, "reason", None) or error
         raise DownloadError(f"Could not download {url} ({reason}). To get it, {by_hand}") from None

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import signal
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from .common import DatasetError
 
 
 class TrainSamples(Dataset):
@@ -68,7 +71,8 @@ class EpochBatches(Sampler):
     process r takes the images r, r + W, r + 2W, ... So the W processes' batches number k together hold images
     [k * B, (k + 1) * B) of the permutation: exactly the global batch one process would draw. The incomplete last
     batch is dropped. `set_epoch(epoch, skip)` restarts the order of `epoch` after its first `skip` batches: a
-    resume mid-epoch. With `landscape` (one bool per image), batches hold one orientation only.
+    resume mid-epoch. With `landscape` (one bool per image), batches hold one orientation only; every process
+    keeps as many batches as the process that groups the fewest (all must make the same number of steps).
     """
 
     def __init__(
@@ -80,12 +84,15 @@ class EpochBatches(Sampler):
         world_size: int = 1,
         landscape: list[bool] | None = None,
     ):
-        self.order = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        # every process's share of the order: with aspect grouping, each must know how many batches the others make
+        self.shares = [DistributedSampler(dataset, world_size, r, shuffle=True, seed=seed) for r in range(world_size)]
+        self.order = self.shares[rank]
         self.batch_size, self.seed, self.num_images, self.landscape = batch_size, seed, len(dataset), landscape
         self.epoch = self.skip = 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.order.set_epoch(epoch)
+        for share in self.shares:
+            share.set_epoch(epoch)
         self.epoch, self.skip = epoch, skip
 
     def batches(self) -> list[list[int]]:
@@ -93,16 +100,19 @@ class EpochBatches(Sampler):
         indices, size = list(self.order), self.batch_size
         if self.landscape is None:
             return [indices[k : k + size] for k in range(0, len(indices) - size + 1, size)]
+        steps = min(len(self._grouped(list(share))) for share in self.shares)
+        return self._grouped(indices)[:steps]
+
+    def _grouped(self, indices: list[int]) -> list[list[int]]:
+        """`indices` in batches of one orientation, in the order each batch fills up; the rest is dropped."""
         buckets, batches = {False: [], True: []}, []
         for i in indices:
             bucket = buckets[self.landscape[i]]
             bucket.append(i)
-            if len(bucket) == size:
+            if len(bucket) == self.batch_size:
                 batches.append(bucket[:])
                 bucket.clear()
-        # Every process must make the same number of steps: keep the count all of them reach for sure (each of
-        # the two buckets leaves at most size - 1 images behind).
-        return batches[: max(0, (len(indices) - 2 * (size - 1)) // size)]
+        return batches
 
     def __len__(self) -> int:
         return len(self.batches()) - self.skip
@@ -111,6 +121,69 @@ class EpochBatches(Sampler):
         offset = self.seed + self.epoch * self.num_images
         for batch in self.batches()[self.skip :]:
             yield [(i, offset + i) for i in batch]
+
+
+def check_resizable(dataset: Dataset, min_sizes: Sequence[int], max_size: int | None) -> None:
+    """Raise DatasetError naming the first image of `dataset` that the training resize (short side to one of
+    `min_sizes`, long side at most `max_size`) would make less than one pixel thin, e.g. a 1 x 5000 image at
+    256 / 256 px. Reads the sizes from the annotations (`dataset.image_size`), before training starts."""
+    smallest = min(min_sizes)
+    for index in range(len(dataset)):
+        height, width = dataset.image_size(index)
+        short, long = min(height, width), max(height, width)
+        scale = smallest / short if max_size is None else min(smallest / short, max_size / long)
+        if int(short * scale) < 1:  # torchvision's Resize rounds down, and fails on a size of 0
+            raise DatasetError(
+                f"image {dataset.image_path(index)} is {width}x{height} (w x h): resized to a short side of "
+                f"{smallest} px with the long side at most {max_size} px it would be {short * scale:.2f} px thin; "
+                "remove it from the training set (or crop it)"
+            )
+
+
+class _ErrorsAsSamples(Dataset):
+    """`dataset` whose DatasetError (a missing or corrupt image) is returned as the sample instead of raised."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        try:
+            return self.dataset[key]
+        except DatasetError as error:
+            return error
+
+
+class _PassErrors:
+    """A collate_fn that hands a sample's DatasetError on as the batch, else collates with `collate_fn`."""
+
+    def __init__(self, collate_fn):
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples: list):
+        errors = [sample for sample in samples if isinstance(sample, DatasetError)]
+        return errors[0] if errors else self.collate_fn(samples)
+
+
+class IntactErrorsLoader(DataLoader):
+    """A DataLoader that raises a sample's DatasetError as it is, also when a worker process read the sample.
+
+    Raised in a worker, torch re-raises the error in the main process as a new one whose message is the worker's
+    whole traceback ("Caught DatasetError in DataLoader worker process 0 ... Original Traceback ..."), the useful
+    line last. Here the worker returns the error as its sample, the collate_fn passes it on as the batch, and the
+    iterator raises it: the user reads the file and the problem, nothing else.
+    """
+
+    def __init__(self, dataset: Dataset, collate_fn, **kwargs):
+        super().__init__(_ErrorsAsSamples(dataset), collate_fn=_PassErrors(collate_fn), **kwargs)
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if isinstance(batch, DatasetError):
+                raise batch
+            yield batch
 
 
 def ignore_sigint(worker_id: int) -> None:
@@ -142,7 +215,7 @@ def train_loader(
     if aspect_grouping:
         landscape = [w > h for h, w in map(dataset.image_size, range(len(dataset)))]
     batches = EpochBatches(dataset, batch_size, seed, rank, world_size, landscape)
-    loader = DataLoader(
+    loader = IntactErrorsLoader(
         samples,
         batch_sampler=batches,
         collate_fn=collate_fn,

@@ -19,10 +19,11 @@ and follows the sample contract of :mod:`retina.data.common`:
   ``train_000001`` -> 1) when every stem has digits and they are unique in the image set, else the position in it.
 
 Bad input raises :class:`~retina.data.common.DatasetError` naming the file: a missing root or image-set file
-(listing the sets that exist), a missing, truncated or malformed annotation XML (with the parser's message), an
-object without a numeric ``bndbox``, and a class name not in ``classes`` (naming the file and the name; pass
-``unknown_classes="skip"`` to drop such objects instead, counted in one warning). Boxes are clipped to the image
-or dropped, with one warning per load, as described in :mod:`retina.data.common`.
+(listing the sets that exist), an image set listing an image twice, a missing, truncated or malformed annotation
+XML (with the parser's message), an object without a numeric ``bndbox``, and a class name not in ``classes``
+(naming the file and the name; pass ``unknown_classes="skip"`` to drop such objects instead, counted in one
+warning). Boxes are clipped to the image or dropped, with one warning per load, as described in
+:mod:`retina.data.common`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import re
 import warnings
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +118,9 @@ class VOCDetection(DetectionDataset):
             found = sorted(p.stem for p in (self.root / "ImageSets" / "Main").glob("*.txt") if "_" not in p.stem)
             raise DatasetError(f"{list_file} does not exist (image sets found: {found or 'none'})")
         self.ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        repeated = sorted(stem for stem, count in Counter(self.ids).items() if count > 1)
+        if repeated:  # the image would be trained on twice as often, and count twice in the evaluation
+            raise DatasetError(f"{list_file} lists image(s) {repeated[:5]} more than once")
 
         label_of = {name: label for label, name in enumerate(classes)}
         sanitizer = BoxSanitizer()

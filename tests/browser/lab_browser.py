@@ -62,9 +62,10 @@ PROBE = """\
 # built from, to the test, which computes what each should show for the settings on the page.
 import gc as _gc, inspect as _inspect, os as _os, torch as _torch
 
+# The widgets live in retina.widgets.<module>; str(): the __module__ of some C types is a descriptor.
 _torch.save(
     [(type(_o).__name__, {_p: getattr(_o, _p) for _p in _inspect.signature(type(_o)).parameters})
-     for _o in _gc.get_objects() if type(_o).__module__ == "retina.widgets" and hasattr(_o, "widget")],
+     for _o in _gc.get_objects() if str(type(_o).__module__).startswith("retina.widgets.") and hasattr(_o, "widget")],
     _os.environ["RETINA_BROWSER_PROBE"],
 )"""
 
