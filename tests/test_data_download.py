@@ -14,9 +14,9 @@ import zipfile
 import pytest
 from data_fixtures import coco_annotation, write_coco, write_voc
 
+from retina.__main__ import main as retina_main
 from retina.data import CocoDetection, VOCDetection, download_coco, download_dataset, download_voc
 from retina.data import download as download_module
-from retina.data.cli import main
 from retina.data.download import DownloadError
 
 
@@ -170,7 +170,8 @@ def test_archive_without_the_expected_contents(tmp_path, server, monkeypatch):
 
 
 def test_cli_prints_one_clear_line_on_failure(tmp_path, capsys):
-    status = main(["download", "voc2007", "--root", str(tmp_path), "--mirror", f"http://127.0.0.1:{_closed_port()}"])
+    mirror = f"http://127.0.0.1:{_closed_port()}"
+    status = retina_main(["data", "download", "voc2007", "--root", str(tmp_path), "--mirror", mirror])
     err = capsys.readouterr().err
     assert status == 1
     assert err.startswith("error: Could not download") and "Traceback" not in err

@@ -10,6 +10,7 @@ import torch
 from data_fixtures import coco_annotation, write_coco
 from torch.utils.data import Subset
 
+from retina.__main__ import main as retina_main
 from retina.data import CocoDetection, box_stats, class_summary, objects_per_image, summarize
 from retina.data.cli import main
 from retina.data.stats import collect_targets, format_summary
@@ -112,5 +113,5 @@ def test_cli_stats_on_shapes(tmp_path, capsys):
     assert coco_out.startswith("3 images,") and "crescent" in coco_out
     assert main(["stats", str(tmp_path / "s"), "--format", "voc"]) == 0
     assert capsys.readouterr().out == coco_out  # the VOC copy has the same boxes
-    assert main(["stats", str(tmp_path / "missing")]) == 1
+    assert retina_main(["data", "stats", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err

@@ -15,14 +15,12 @@ Errors in the data or a failed download print one clear message and exit with st
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from retina.cli import int_at_least, output_dir
 
-from .common import DatasetError
-from .download import DATASETS, DownloadError, download_dataset
+from .download import DATASETS, download_dataset
 from .layout import FORMATS, open_dataset
 from .shapes import generate_shapes, is_generated
 from .stats import format_summary, summarize
@@ -75,11 +73,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m retina data``; returns the process exit status."""
-    args = _parser().parse_args(argv)
-    try:
-        _run(args)
-    except (DatasetError, DownloadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    """Entry point of ``python -m retina data``: 0 when done. Bad data or a failed download raises; the dispatcher,
+    ``retina.__main__``, turns it into one ``error:`` line."""
+    _run(_parser().parse_args(argv))
     return 0
