@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from data_fixtures import coco_annotation, write_coco, write_voc
 
+from retina.__main__ import main as retina_main
 from retina.data import (
     SHAPES_CLASSES,
     VOC_CLASSES,
@@ -14,7 +15,6 @@ from retina.data import (
     generate_shapes,
     open_dataset,
 )
-from retina.data.cli import main as data_main
 
 
 def test_coco_directory_opens_as_coco(tmp_path):
@@ -53,6 +53,6 @@ def test_missing_directory_and_unknown_format_name_what_is_wrong(tmp_path):
 
 def test_data_stats_on_a_directory_of_no_known_layout_says_so(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
-    assert data_main(["stats", str(tmp_path / "photos")]) == 1
+    assert retina_main(["data", "stats", str(tmp_path / "photos")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'photos'} holds no dataset layout") and err.count("\n") == 1
