@@ -303,3 +303,18 @@ def test_retina_loss_gradients_equal_autograd_of_torchvision(gen, monkeypatch, a
     finite = torch.isfinite(theirs.grad)
     assert torch.isfinite(ours.grad).all() and finite.float().mean() > 0.99
     torch.testing.assert_close(ours.grad[finite], theirs.grad[finite], rtol=1e-4, atol=1e-7)
+
+
+def test_retina_loss_second_backward_through_one_graph_says_to_compute_the_loss_again(gen):
+    """The focal term's gradient is made in the forward pass and handed over by the first backward pass."""
+    config = RetinaConfig(num_classes=5)
+    cls_logits, box_deltas, cls_targets, box_targets, anchors = _random_batch(gen)
+    logits = cls_logits.requires_grad_(True)
+    loss = retina_loss(logits, box_deltas, cls_targets, box_targets, anchors, config)["classification"]
+    loss.backward(retain_graph=True)
+    first = logits.grad.clone()
+    with pytest.raises(RuntimeError, match="compute the loss again to backpropagate through it again"):
+        loss.backward()
+    logits.grad = None
+    retina_loss(logits, box_deltas, cls_targets, box_targets, anchors, config)["classification"].backward()
+    assert torch.equal(logits.grad, first)
