@@ -9,6 +9,7 @@ instead, since a skipped browser test would let a widget that stopped redrawing 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from lab_browser import (
@@ -34,9 +35,10 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def browser():
-    """Debian's Chromium, headless, through playwright: one per test, so no test inherits another's state."""
+    """Debian's Chromium, headless, through playwright: one for the session (a second or two to start); each test
+    opens its page in a context of its own, which shares no cookies, storage or cache with another test's."""
     reason = chromium_missing()
     if reason:
         if os.environ.get("CI") == "true":
@@ -50,13 +52,23 @@ def browser():
         chromium.close()
 
 
+@pytest.fixture(scope="session")
+def stopping_servers():
+    """The servers of finished tests, shutting their kernels down beside the next test; all gone at the end."""
+    servers: list[LabServer] = []
+    yield servers
+    for server in servers:
+        server.wait()
+
+
 @pytest.fixture
-def open_notebook(request, tmp_path, browser):
+def open_notebook(request, tmp_path, browser, stopping_servers):
     """`open_notebook("01_anchors.ipynb", edit=None)` -> a `Notebook`: the copy of the notebook (changed by
     `edit(notebook)` if given) open in JupyterLab, its kernel idle and nothing run yet."""
     opened: list[tuple[LabServer, Notebook | None]] = []
 
     def open_(name: str, edit=None) -> Notebook:
+        begun = time.monotonic()
         root = make_tree(tmp_path, name, edit)
         server = LabServer(root, tmp_path / "lab").start()
         print(f"JupyterLab on port {server.port} serving {root}")
@@ -66,6 +78,7 @@ def open_notebook(request, tmp_path, browser):
         page = context.new_page()
         page.set_default_timeout(60_000)
         notebook = Notebook(page, server, name)
+        notebook.mark(f"server up and page made in {time.monotonic() - begun:.1f} s")
         opened[-1] = (server, notebook)
         notebook.open()
         return notebook
@@ -78,4 +91,5 @@ def open_notebook(request, tmp_path, browser):
             save_artifacts(ARTIFACTS / request.node.name, notebook, server)
         if notebook is not None:
             notebook.page.context.close()
-        server.stop()
+        server.stop(wait=False)
+        stopping_servers.append(server)

@@ -220,9 +220,17 @@ class LabServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """SIGTERM, on which JupyterLab shuts its kernels down (a few seconds); `wait=False` leaves that to run
+        beside the next test, and `wait()` to collect it."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # JupyterLab shuts its kernels down on SIGTERM
+            self.process.terminate()
+            if wait:
+                self.wait()
+
+    def wait(self) -> None:
+        """Wait for the stopped server to exit; kill it if it has not within 20 s."""
+        if self.process is not None:
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -284,6 +292,7 @@ class Notebook:
     def open(self) -> None:
         self.page.goto(f"{self.server.url}/lab/tree/notebooks/{self.name}?token={self.server.token}")
         self.page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(timeout=START_TIMEOUT * 1000)
+        self.mark("page shows the notebook")
         self.dismiss_popups()
         self.wait_for_kernel("idle", START_TIMEOUT)
         self.mark("opened, kernel idle")
