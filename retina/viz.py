@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from PIL import Image
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from PIL import Image, ImageDraw, ImageFont
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
@@ -46,6 +47,10 @@ def draw_boxes(
 ) -> Tensor:
     """Draw boxes on an image: ground truth (no `scores`) or detections ("class 0.93" on each box).
 
+    Each box is outlined in its class colour and carries its name on a tag of that colour, placed by `place_tags`
+    so that no tag covers another (where the image leaves room) and none is cut off at the image's edge; the
+    highest scores choose their places first.
+
     Args:
         image: `[3, H, W]`, float in [0, 1] or uint8. boxes: `[K, 4]` xyxy in its pixels. labels: `[K]`.
         scores: `[K]` or None. classes: `classes[label]` is the name written on the box (default: the label).
@@ -65,7 +70,49 @@ def draw_boxes(
     if scores is not None:
         names = [f"{name} {score:.2f}" for name, score in zip(names, scores.tolist(), strict=True)]
     colors = [PALETTE[label % len(PALETTE)] for label in labels]
-    return draw_bounding_boxes(image, boxes, labels=names, colors=colors, width=width, fill_labels=True)
+    canvas = Image.fromarray(draw_bounding_boxes(image, boxes, colors=colors, width=width).permute(1, 2, 0).numpy())
+    pen, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    order = list(range(len(names))) if scores is None else scores.detach().cpu().argsort(descending=True).tolist()
+    inks = [pen.textbbox((0, 0), names[k], font=font) for k in order]  # (left, top, right, bottom) of the letters
+    sizes = [(right - left + 2 * TAG_PADDING, bottom - top + 2 * TAG_PADDING) for left, top, right, bottom in inks]
+    corners = place_tags(boxes[order], sizes, (canvas.height, canvas.width))
+    for k, (x, y), (w, h), (left, top, _, _) in zip(order, corners, sizes, inks, strict=True):
+        pen.rectangle((x, y, x + w - 1, y + h - 1), fill=colors[k])
+        pen.text((x + TAG_PADDING - left, y + TAG_PADDING - top), names[k], fill=text_colour(colors[k]), font=font)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).contiguous()
+
+
+TAG_PADDING = 2  # pixels between a tag's edge and its letters
+
+
+def place_tags(boxes: Tensor, sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """The top-left corner of each box's name tag, in the order given (the first chooses first).
+
+    A tag of `sizes[k]` = (width, height) goes to the first of four places along the box's left edge: inside its
+    top, above it, inside its bottom, below it; moved into the image where it would stick out (`image_size` =
+    (H, W)). The first place that overlaps no tag placed before it wins; if all do, the first place.
+    Args: boxes `[K, 4]` xyxy. Returns K (x, y) in pixels.
+    """
+    height, width = image_size
+    placed: list[tuple[int, int, int, int]] = []
+    for (x0, y0, _, y1), (w, h) in zip(boxes.round().int().tolist(), sizes, strict=True):
+        places = [(x0, y0), (x0, y0 - h), (x0, y1 - h), (x0, y1)]
+        places = [(min(max(x, 0), width - w), min(max(y, 0), height - h)) for x, y in places]
+        x, y = next(((x, y) for x, y in places if not _overlaps((x, y, x + w, y + h), placed)), places[0])
+        placed.append((x, y, x + w, y + h))
+    return [(x, y) for x, y, _, _ in placed]
+
+
+def _overlaps(tag: tuple[int, int, int, int], others: list[tuple[int, int, int, int]]) -> bool:
+    """Whether the rectangle `tag` (x0, y0, x1, y1; x1, y1 exclusive) shares a pixel with any of `others`."""
+    x0, y0, x1, y1 = tag
+    return any(x0 < right and left < x1 and y0 < bottom and top < y1 for left, top, right, bottom in others)
+
+
+def text_colour(fill: str) -> str:
+    """Black or white, whichever reads better on the colour `fill` ("#rrggbb"): by its luma (ITU-R BT.601)."""
+    red, green, blue = (int(fill[i : i + 2], 16) for i in (1, 3, 5))
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 150 else "white"
 
 
 def save_png(image: Tensor, path: str | Path) -> Path:
@@ -92,18 +139,26 @@ def plot_loss_curve(metrics_path: str | Path, out_path: str | Path | None = None
     for key, label in (("loss", "total"), ("classification", "classification (focal)"), ("bbox_regression", "box")):
         loss_ax.plot(steps, [r[key] for r in train], label=label, linewidth=1.2)
     loss_ax.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+    # a loss falls by a decade or two: ticks at 1, 2 and 5 of each decade, written 0.2 rather than 2 x 10^-1
+    loss_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    loss_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    loss_ax.yaxis.set_minor_formatter(NullFormatter())
     loss_ax.grid(True, which="both", alpha=0.3)
     loss_ax.legend()
-    lr_ax.plot(steps, [r["lr"] for r in train], color="gray", label="learning rate")
-    lr_ax.set(xlabel="step", ylabel="learning rate", title="schedule and validation AP")
+    lrs = [r["lr"] for r in train]
+    lr_ax.plot(steps, lrs, color="gray", label="learning rate")
+    lr_ax.set(xlabel="step", ylabel="learning rate", title="learning rate" + (" and validation AP" if evals else ""))
     lr_ax.grid(True, alpha=0.3)
     if evals:
+        # headroom above both curves (AP <= 1, the lr below its peak) for the legend, so it covers no point
+        lr_ax.set_ylim(0, 1.35 * max(lrs))
         ap_ax = lr_ax.twinx()
         eval_steps = [r["step"] for r in evals]
         ap_ax.plot(eval_steps, [r["eval"]["AP50"] for r in evals], "o-", color="tab:green", label="AP50")
         ap_ax.plot(eval_steps, [r["eval"]["AP"] for r in evals], "s-", color="tab:blue", label="AP")
-        ap_ax.set(ylabel="validation AP", ylim=(0, 1))
-        ap_ax.legend(loc="center right")
+        ap_ax.set(ylabel="validation AP", ylim=(0, 1.35), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        lines = lr_ax.get_lines() + ap_ax.get_lines()
+        ap_ax.legend(lines, [line.get_label() for line in lines], loc="upper right", ncols=3)
     if out_path is not None:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out_path, dpi=100)
