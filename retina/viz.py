@@ -97,7 +97,8 @@ def place_tags(boxes: Tensor, sizes: list[tuple[int, int]], image_size: tuple[in
     placed: list[tuple[int, int, int, int]] = []
     for (x0, y0, _, y1), (w, h) in zip(boxes.round().int().tolist(), sizes, strict=True):
         places = [(x0, y0), (x0, y0 - h), (x0, y1 - h), (x0, y1)]
-        places = [(min(max(x, 0), width - w), min(max(y, 0), height - h)) for x, y in places]
+        # into the image; a tag wider than the image starts at its left edge, where the class name is
+        places = [(max(min(x, width - w), 0), max(min(y, height - h), 0)) for x, y in places]
         x, y = next(((x, y) for x, y in places if not _overlaps((x, y, x + w, y + h), placed)), places[0])
         placed.append((x, y, x + w, y + h))
     return [(x, y) for x, y, _, _ in placed]
@@ -151,7 +152,7 @@ def plot_loss_curve(metrics_path: str | Path, out_path: str | Path | None = None
     lr_ax.grid(True, alpha=0.3)
     if evals:
         # headroom above both curves (AP <= 1, the lr below its peak) for the legend, so it covers no point
-        lr_ax.set_ylim(0, 1.35 * max(lrs))
+        lr_ax.set_ylim(0, 1.35 * max(lrs) if max(lrs) > 0 else None)
         ap_ax = lr_ax.twinx()
         eval_steps = [r["step"] for r in evals]
         ap_ax.plot(eval_steps, [r["eval"]["AP50"] for r in evals], "o-", color="tab:green", label="AP50")

@@ -39,6 +39,7 @@ def test_name_tags_of_overlapping_boxes_take_free_places_inside_the_image():
         assert all(x1 <= a or c <= x0 or y1 <= b or d <= y0 for a, b, c, d in tags[i + 1 :])
     # no free place left: the first place, inside the box's top
     assert place_tags(torch.tensor([[0.0, 0, 20, 20]] * 5), [(20, 10)] * 5, (30, 30))[3:] == [(0, 0), (0, 0)]
+    assert place_tags(torch.tensor([[5.0, 5, 20, 20]]), [(40, 10)], (30, 30)) == [(0, 5)]  # wider than the image
 
 
 def test_draw_boxes_gives_the_highest_score_the_first_place_for_its_tag():
