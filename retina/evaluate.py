@@ -41,6 +41,7 @@ from tqdm import tqdm
 from retina.checkpoint import CheckpointError, load_checkpoint, load_model
 from retina.cli import device, int_at_least, output_file
 from retina.data import DatasetError, open_dataset
+from retina.data.layout import FORMATS
 from retina.data.loader import IntactErrorsLoader
 from retina.model import RetinaNet
 from retina.postprocess import TTA_VIEWS
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `python -m retina train`")
     parser.add_argument("--data", default=None, help="dataset root (default: the checkpoint's training data)")
     parser.add_argument("--split", default=None, help="split / image set (default: the checkpoint's val split)")
-    parser.add_argument("--format", choices=("auto", "coco", "voc"), default=None, help="dataset layout")
+    parser.add_argument("--format", choices=FORMATS, default=None, help="dataset layout")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8)
     parser.add_argument("--workers", type=int_at_least(0), default=1, help="DataLoader processes decoding images")
     parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1, ...")

@@ -17,6 +17,7 @@ import ast
 from pathlib import Path
 
 from retina.checkpoint import load_checkpoint
+from retina.cli import device, int_at_least, output_dir
 from retina.config import PRESETS, TrainConfig
 from retina.data.layout import FORMATS
 from retina.train import train
@@ -56,6 +57,11 @@ def parse_overrides(items: list[str]) -> dict:
     return changes
 
 
+def auto_or_device(text: str) -> str:
+    """The type of --device: "auto" (`retina.distributed.setup_distributed` picks), or a device of this machine."""
+    return text if text == "auto" else device(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m retina train`: returns 0 when training finished, 130 when stopped by Ctrl-C; a wrong argument exits
     with argparse's message (status 2); a failure in the data or a checkpoint raises, and `retina.__main__` turns
@@ -71,23 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=FORMATS)
     parser.add_argument("--train-split")
     parser.add_argument("--val-split", help='"" to skip evaluation')
-    parser.add_argument("--out", help="output directory (checkpoints, metrics.jsonl, loss_curve.png)")
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--out", type=output_dir, help="output directory (checkpoints, metrics.jsonl, loss_curve.png)")
+    parser.add_argument("--epochs", type=int_at_least(1))
     parser.add_argument("--time-budget", type=float, help="seconds of training (0: run all epochs)")
-    parser.add_argument("--batch-size", type=int, help="images per step over all processes (scales the lr)")
+    parser.add_argument("--batch-size", type=int_at_least(1), help="images per step over all processes (scales the lr)")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--optimizer", choices=("sgd", "adamw"))
     parser.add_argument("--schedule", choices=("step", "cosine"))
-    parser.add_argument("--workers", type=int, help="DataLoader worker processes")
-    parser.add_argument("--device", help="auto, cpu, cuda")
+    parser.add_argument("--workers", type=int_at_least(0), help="DataLoader worker processes")
+    parser.add_argument("--device", type=auto_or_device, help="auto (a GPU if there is one), cpu, cuda, cuda:1, ...")
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"))
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--eval-every", type=int, help="epochs between evaluations (0: at the end only)")
+    parser.add_argument("--eval-every", type=int_at_least(0), help="epochs between evaluations (0: at the end only)")
     parser.add_argument("--weights", help='backbone initialisation: "imagenet", a .pth path, or "none"')
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (needs --time-budget 0)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="any config field")
     args = parser.parse_args(argv)
+    args.out = None if args.out is None else str(args.out)  # checked as a Path; TrainConfig.out_dir is a str
 
     # the run to resume: a checkpoint that cannot be read raises (retina.__main__ says which and why)
     saved = load_checkpoint(args.resume).get("train_config", {}) if args.resume and args.preset is None else None
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.compile:
             changes["compile"] = True
         cfg = cfg.replace(**(changes | parse_overrides(args.set)))  # --set has the last word
+        cfg.check()  # settings that are wrong together, e.g. --deterministic with a time budget
     except ValueError as error:  # a flag or --set value the config refuses: argparse's usage and one line, exit 2
         parser.error(str(error))
     summary = train(cfg, resume=args.resume)  # a failure the user can fix becomes one `error:` line in retina.__main__

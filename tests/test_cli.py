@@ -215,6 +215,22 @@ def test_detect_on_cuda_without_a_gpu(tmp_path, images, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "argument --epochs: 0 must be at least 1"),
+        (["--workers", "-1"], "argument --workers: -1 must be at least 0"),
+        (["--out", ROOT / "README.md"], f"argument --out: {ROOT / 'README.md'} is a file, not a directory"),
+        (["--device", "gpu"], "argument --device: 'gpu' is not a device; use cpu, cuda, cuda:1, mps"),
+        # settings wrong only together, found by TrainConfig.check: the cpu preset trains on a time budget
+        (["--deterministic"], "deterministic training needs a step-based schedule: set time_budget=0 (and epochs)"),
+    ],
+)
+def test_train_arguments_that_cannot_work(tmp_path, capsys, args, message):
+    status, err = run(capsys, "train", "--preset", "cpu", "--data", tmp_path / "nowhere", *args)
+    assert status == 2 and last_line(err) == f"python -m retina train: error: {message}"
+
+
 def test_evaluate_negative_workers(tmp_path, capsys):
     status, err = run(capsys, "evaluate", "--checkpoint", tmp_path / "no.pt", "--workers", "-1")
     assert status == 2 and last_line(err).endswith("argument --workers: -1 must be at least 0")
