@@ -190,15 +190,12 @@ class TrainConfig:
     def colab(cls) -> TrainConfig:
         """The paper's detector on one Colab T4 (16 GB, no bf16): 512 / 853 px input, 8 images per step with the
         learning rate scaled linearly to 0.005, fp16 autocast with a gradient scaler, Colab's 2 CPU workers."""
-        return cls(
+        return cls.paper().replace(
             model=RetinaConfig.paper().replace(min_size=512, max_size=853),
-            backbone_weights="imagenet",
-            aspect_grouping=True,
             batch_size=8,
             lr=0.005,
             num_workers=2,
             amp="fp16",
-            channels_last=True,
             out_dir="runs/colab",
         )
 

@@ -365,13 +365,13 @@ class DetectionCollate:
     def __call__(self, batch: list[tuple[Tensor, dict]]) -> dict:
         if len(batch) == 0:
             raise ValueError("cannot collate an empty batch")
-        images, targets = zip(*batch, strict=True)
+        targets = [t for _, t in batch]
         images = [as_image_tensor(img, f"image {t.get('image_id', i)}") for i, (img, t) in enumerate(batch)]
         for i, t in enumerate(targets):
             check_targets(t, self.config.num_classes, f"image {t.get('image_id', i)}")
         cfg = self.config
         padded, sizes = pad_images(images, cfg.size_divisible, cfg.pad_colour)
-        boxes, labels, valid, ignore = pad_targets(list(targets))
+        boxes, labels, valid, ignore = pad_targets(targets)
         grid = cached_grid(cfg, tuple(padded.shape[-2:]))
         matched = match_anchors(grid, boxes, valid, ignore, cfg.fg_iou, cfg.bg_iou, cfg.low_quality_matches)
         cls_targets, box_targets = encode_targets(grid.anchors, boxes, labels, matched, cfg.box_weights)

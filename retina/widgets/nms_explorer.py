@@ -14,7 +14,6 @@ from torch import Tensor
 from retina.anchors import anchors_per_level_counts
 from retina.boxes import box_iou
 from retina.figures.nms import nms_figure
-from retina.images import pad_images
 from retina.postprocess import batched_nms, postprocess_detections
 from retina.widgets.common import Widget, widget_bundle, with_picture
 
@@ -53,7 +52,7 @@ def candidates_before_nms(model, image: Tensor) -> dict[str, Tensor]:
     `postprocess_detections` with no score threshold and NMS switched off (IoU threshold 1), which leaves the best
     `topk_candidates` (anchor, class) scores of each level, decoded. 06_nms.ipynb does it by hand first."""
     device = next(model.parameters()).device
-    batch, sizes = pad_images([image.to(device)], model.config.size_divisible)
+    batch, sizes = model.preprocess([image], resize=False)  # checked, and padded as `detect` pads
     size = tuple(batch.shape[-2:])
     cls_logits, box_deltas = model(batch)  # [1, N, C], [1, N, 4]
     no_nms = model.config.replace(nms_thresh=1.0, score_thresh=0.0, detections_per_img=100_000)
