@@ -80,4 +80,4 @@ def test_a_failed_save_leaves_no_temporary_file(tmp_path):
     (tmp_path / "last.pt").mkdir()  # os.replace cannot put a file over a directory
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "last.pt", {"step": 1})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"] and (tmp_path / "last.pt").is_dir()

@@ -143,7 +143,7 @@ def test_detect_restores_training_mode_when_it_fails():
     with pytest.raises(RuntimeError, match="out of memory"):
         model.detect([torch.rand(3, 32, 32)])
     assert model.training
-    with pytest.raises(ValueError):  # a bad image fails in preprocess, after the switch to eval
+    with pytest.raises(ValueError, match=r"image 1: expected an RGB image"):  # in preprocess, after the switch
         model.detect([torch.rand(3, 32, 32), torch.rand(1, 32, 32)])
     assert model.training
 

@@ -24,6 +24,7 @@ from retina.__main__ import main as retina_main
 from retina.checkpoint import CheckpointError, load_checkpoint
 from retina.config import RetinaConfig, TrainConfig
 from retina.data import DatasetError, generate_shapes
+from retina.data.common import DetectionDataset
 from retina.data.loader import EpochBatches
 from retina.model import RetinaNet
 from retina.pretrained import WeightsError
@@ -396,10 +397,32 @@ def moved_parameters(cfg: TrainConfig, path: Path) -> list[float]:
     return [(trained[name] - p).norm().item() for name, p in initial.named_parameters()]
 
 
+@pytest.fixture
+def network_calls(monkeypatch) -> list[tuple[bool, torch.dtype]]:
+    """What the detector's forward saw in each training step of `train()`: (its images in channels_last memory
+    format, the dtype of its class logits)."""
+    calls = []
+
+    def record(module, inputs, outputs):
+        calls.append((inputs[0].is_contiguous(memory_format=torch.channels_last), outputs[0].dtype))
+
+    build = train_module.build_model
+
+    def build_and_watch(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_hook(record)
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", build_and_watch)
+    return calls
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_on_cpu(shapes, tmp_path, amp):
+def test_mixed_precision_on_cpu(shapes, tmp_path, amp, network_calls):
     cfg = short(shapes, tmp_path, amp=amp)
     summary = train(cfg)
+    expected = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    assert [dtype for _, dtype in network_calls] == [expected, expected]  # both steps ran the network in autocast
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     assert summary["status"] == "finished" and summary["step"] == 2
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -411,15 +434,20 @@ def test_mixed_precision_on_cpu(shapes, tmp_path, amp):
         assert checkpoint["scaler"] == {}  # no scaler without fp16
 
 
-def test_channels_last(shapes, tmp_path):
+def test_channels_last(shapes, tmp_path, network_calls):
     cfg = short(shapes, tmp_path, channels_last=True)
     assert train(cfg)["step"] == 2
+    assert [channels_last for channels_last, _ in network_calls] == [True, True]
     assert max(moved_parameters(cfg, tmp_path / "last.pt")) > 0
 
 
-def test_preload_trains_exactly_as_reading_from_disk(shapes, tmp_path, uninterrupted):
+def test_preload_trains_exactly_as_reading_from_disk(shapes, tmp_path, uninterrupted, monkeypatch):
+    reads = []
+    read = DetectionDataset.__getitem__
+    monkeypatch.setattr(DetectionDataset, "__getitem__", lambda self, index: reads.append(index) or read(self, index))
     # JPEG pixels are uint8: keeping them as uint8 in memory loses nothing
     assert train(tiny(shapes, tmp_path, preload=True))["step"] == 4
+    assert sorted(reads) == list(range(8))  # each of the 8 images decoded once, for 4 steps of 4 images
     expected, preloaded = weights(uninterrupted), weights(tmp_path / "last.pt")
     for name in expected:
         assert torch.equal(expected[name], preloaded[name]), name
@@ -450,8 +478,13 @@ def test_eval_every_epoch_then_at_the_end(shapes, tmp_path):
 
 
 @pytest.mark.slow
-def test_compile(shapes, tmp_path):
+def test_compile(shapes, tmp_path, monkeypatch):
+    compiled = []
+    compile_ = torch.compile
+    spy = lambda module, **kwargs: compiled.append(module) or compile_(module, **kwargs)  # noqa: E731
+    monkeypatch.setattr(torch, "compile", spy)
     cfg = short(shapes, tmp_path, compile=True)
     summary = train(cfg)
+    assert len(compiled) == 1 and isinstance(compiled[0], RetinaNet)  # one process: the model itself, no DDP
     assert summary["status"] == "finished" and summary["step"] == 2
     assert max(moved_parameters(cfg, tmp_path / "last.pt")) > 0
